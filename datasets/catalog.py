@@ -1,0 +1,90 @@
+"""What each supported dataset is: classes, palette, label splits, default locations and evaluation mode."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from datasets.errors import DataError
+
+
+def voc_palette(n: int = 256) -> list[int]:
+    """The Pascal VOC colour map (bit-interleaved), flat [r0, g0, b0, r1, ...] as PIL's putpalette wants."""
+    palette = []
+    for label in range(n):
+        r = g = b = 0
+        c = label
+        for shift in range(7, -1, -1):
+            r |= ((c >> 0) & 1) << shift
+            g |= ((c >> 1) & 1) << shift
+            b |= ((c >> 2) & 1) << shift
+            c >>= 3
+        palette += [r, g, b]
+    return palette
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    name: str
+    class_names: tuple[str, ...]
+    splits: tuple[str, ...]          # label splits, lowest label count first
+    default_root: str               # relative paths are relative to the repository root
+    default_split_dir: str
+    crop_size: int
+    eval_mode: str                  # "whole" | "center_crop" | "sliding"
+    description: str = ""
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def palette(self) -> list[int]:
+        return voc_palette()
+
+
+PASCAL_CLASSES = (
+    "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
+    "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",
+)
+CITYSCAPES_CLASSES = (
+    "road", "sidewalk", "building", "wall", "fence", "pole", "traffic light", "traffic sign", "vegetation",
+    "terrain", "sky", "person", "rider", "car", "truck", "bus", "train", "motorcycle", "bicycle",
+)
+
+_SPECS: dict[str, DatasetSpec] = {}
+
+
+def register_spec(spec: DatasetSpec) -> DatasetSpec:
+    if spec.name in _SPECS:
+        raise DataError(f"dataset {spec.name!r} is registered twice")
+    _SPECS[spec.name] = spec
+    return spec
+
+
+register_spec(DatasetSpec(
+    name="pascal", class_names=PASCAL_CLASSES,
+    splits=("92", "183", "366", "732", "1464", "1_16", "1_8", "1_4", "u2pl_1_16", "u2pl_1_8", "u2pl_1_4"),
+    default_root="data/VOC2012", default_split_dir="data/splits/pascal", crop_size=321, eval_mode="whole",
+    description="Pascal VOC 2012 (classic 1464 high-quality labels; blended with SBD for 1_16..1_4)",
+))
+register_spec(DatasetSpec(
+    name="cityscapes", class_names=CITYSCAPES_CLASSES, splits=("1_30", "1_16", "1_8", "1_4", "1_2"),
+    default_root="data/cityscapes", default_split_dir="data/splits/cityscapes", crop_size=801,
+    eval_mode="sliding", description="Cityscapes fine annotations, 19 train ids",
+))
+
+
+def get_spec(name: str) -> DatasetSpec:
+    _load_builtin()
+    if name not in _SPECS:
+        raise DataError(f"unknown dataset {name!r}; known datasets: {', '.join(sorted(_SPECS))}")
+    return _SPECS[name]
+
+
+def all_specs() -> dict[str, DatasetSpec]:
+    _load_builtin()
+    return dict(_SPECS)
+
+
+def _load_builtin() -> None:
+    # Datasets defined in their own modules register on import; imported here so a broken module fails loudly.
+    import datasets.animals  # noqa: F401

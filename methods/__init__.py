@@ -1,0 +1,1 @@
+"""Semi-supervised segmentation methods behind one interface (see methods/base.py)."""

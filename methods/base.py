@@ -1,0 +1,166 @@
+"""The one method interface: what a semi-supervised segmentation method declares and computes.
+
+A method declares the views it needs, its paper components (switches), its hyper-parameters and any extra
+trainable modules; per step it turns a batch into named loss terms. It never touches the optimizer: the
+trainer in `benchmark/` owns the one training loop.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+VIEW_NAMES = frozenset({"strong1", "strong2", "box1", "box2", "mix"})
+
+
+class MethodError(ValueError):
+    """Unknown method or component, or a bad method parameter."""
+
+
+@dataclass(frozen=True)
+class LossSettings:
+    criterion: str = "ce"          # "ce" | "ohem" (labeled loss; Cityscapes uses OHEM)
+    conf_thresh: float = 0.95      # pseudo-label confidence threshold
+    ohem_thresh: float = 0.7
+    ohem_min_kept: int = 200000
+
+
+@dataclass(frozen=True)
+class MethodContext:
+    num_classes: int
+    ignore_index: int = 255
+    loss: LossSettings = field(default_factory=LossSettings)
+
+
+@dataclass(frozen=True)
+class StepInfo:
+    step: int
+    total_steps: int
+
+
+@dataclass
+class Batch:
+    labeled: dict[str, Any]
+    unlabeled: dict[str, Any] | None = None
+    mix: dict[str, Any] | None = None   # independent unlabeled batch: the CutMix source
+
+
+@dataclass
+class LossOutput:
+    total: torch.Tensor
+    terms: dict[str, torch.Tensor]
+    scalars: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class NoParams:
+    pass
+
+
+class Method:
+    name: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+    views: ClassVar[frozenset[str]] = frozenset()
+    components: ClassVar[dict[str, bool]] = {}
+    component_help: ClassVar[dict[str, str]] = {}
+    Params: ClassVar[type] = NoParams
+    # Our reading of an abstract-only paper: reports label its results accordingly.
+    from_paper_description: ClassVar[bool] = False
+
+    def __init__(self, params: Any, components: dict[str, bool], ctx: MethodContext):
+        self.params = params
+        self.on = self.resolve_components(components)
+        self.ctx = ctx
+        self._modules = nn.ModuleDict()
+
+    # --- declarations -------------------------------------------------------------------------------------
+    @classmethod
+    def resolve_components(cls, overrides: dict[str, Any] | None) -> dict[str, bool]:
+        resolved = dict(cls.components)
+        for key, value in (overrides or {}).items():
+            if key not in cls.components:
+                known = ", ".join(sorted(cls.components)) or "none"
+                raise MethodError(f"method {cls.name!r} has no component {key!r}; its components: {known}")
+            if not isinstance(value, bool):
+                raise MethodError(f"component {cls.name}.{key} must be true or false, got {value!r}")
+            resolved[key] = value
+        return resolved
+
+    @classmethod
+    def make_params(cls, values: dict[str, Any] | None) -> Any:
+        """Typed construction of `Params` from a plain dict; unknown names and wrong types are errors."""
+        values = dict(values or {})
+        fields = {f.name: f for f in dataclasses.fields(cls.Params)}
+        for key in values:
+            if key not in fields:
+                known = ", ".join(sorted(fields)) or "none"
+                raise MethodError(f"unknown key method.{key} for method {cls.name!r}; its keys: {known}")
+        defaults = cls.Params()
+        typed = {}
+        for key, value in values.items():
+            typed[key] = coerce(value, getattr(defaults, key), f"method.{key}")
+        return dataclasses.replace(defaults, **typed)
+
+    def needs(self) -> frozenset[str]:
+        """Views this instance needs; a method may drop views its switched-off components would use."""
+        return self.views
+
+    # --- per step -----------------------------------------------------------------------------------------
+    def trainable_modules(self) -> nn.ModuleDict:
+        return self._modules
+
+    def losses(self, model: nn.Module, batch: Batch, step: StepInfo) -> LossOutput:
+        raise NotImplementedError
+
+    def after_step(self, model: nn.Module, step: StepInfo) -> None:
+        pass
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        pass
+
+
+def coerce(value: Any, default: Any, where: str) -> Any:
+    """Convert a YAML/CLI value to the type of its default, or raise naming the key."""
+    if isinstance(default, bool):
+        if isinstance(value, bool):
+            return value
+        raise MethodError(f"{where} must be true or false, got {value!r}")
+    if isinstance(default, int) and not isinstance(default, bool):
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise MethodError(f"{where} must be an integer, got {value!r}")
+    if isinstance(default, float):
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise MethodError(f"{where} must be a number, got {value!r}")
+    if isinstance(default, str):
+        if isinstance(value, str):
+            return value
+        raise MethodError(f"{where} must be a string, got {value!r}")
+    if isinstance(default, tuple):
+        if isinstance(value, (list, tuple)):
+            return tuple(value)
+        raise MethodError(f"{where} must be a list, got {value!r}")
+    return value
+
+
+_REGISTRY: dict[str, type[Method]] = {}
+
+
+def register(cls: type[Method]) -> type[Method]:
+    if not cls.name:
+        raise MethodError(f"{cls.__qualname__} has no name")
+    if cls.name in _REGISTRY and _REGISTRY[cls.name] is not cls:
+        raise MethodError(f"method name {cls.name!r} registered twice ({_REGISTRY[cls.name].__module__} "
+                          f"and {cls.__module__})")
+    unknown_views = set(cls.views) - VIEW_NAMES
+    if unknown_views:
+        raise MethodError(f"method {cls.name!r} declares unknown views {sorted(unknown_views)}")
+    _REGISTRY[cls.name] = cls
+    return cls
