@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional
 
 from datasets.errors import DataError
 
@@ -31,6 +33,8 @@ class DatasetSpec:
     crop_size: int
     eval_mode: str                  # "whole" | "center_crop" | "sliding"
     description: str = ""
+    # Generated datasets make themselves available on first use (idempotent); real ones are prepared by hand.
+    ensure_available: Optional[Callable[[Path], None]] = None
 
     @property
     def num_classes(self) -> int:

@@ -108,6 +108,10 @@ class Method:
         """Views this instance needs; a method may drop views its switched-off components would use."""
         return self.views
 
+    def labeled_batch_size(self, batch_size: int) -> int:
+        """Labeled images per step; a method may scale it (the supervised baseline's doubled batch)."""
+        return batch_size
+
     # --- per step -----------------------------------------------------------------------------------------
     def trainable_modules(self) -> nn.ModuleDict:
         return self._modules

@@ -1,0 +1,1 @@
+"""Config, model, the one training loop, evaluation, runner, ablations and reports."""

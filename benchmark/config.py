@@ -1,0 +1,285 @@
+"""Typed configuration: dataclass defaults ← dataset YAML ← profile YAML ← --config file ← CLI overrides.
+
+Every key is checked against the dataclasses below (or, under `method.`, against the chosen method's
+Params and components); an unknown key is an error that names its dotted path. The resolved config is
+saved with every run, and its hash identifies the recipe in reports.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, get_origin, get_type_hints
+
+import yaml
+
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+class ConfigError(ValueError):
+    """A malformed config file, an unknown key or a value of the wrong type."""
+
+
+@dataclass
+class DataConfig:
+    dataset: str = "animals"
+    root: str = ""            # "" = the dataset's default root
+    split_dir: str = ""       # "" = the dataset's default split-list folder
+    split: str = ""           # "" = the dataset's lowest label split
+    crop_size: int = 0        # 0 = the dataset's default
+    workers: int = 0          # DataLoader worker processes
+
+
+@dataclass
+class ModelConfig:
+    backbone: str = "resnet_small"   # resnet_small | resnet50 | resnet101
+    weights: str = "none"            # none | imagenet | path to a local state dict
+    output_stride: int = 16
+    dilations: tuple = (6, 12, 18)
+    small_width: int = 16            # base width of resnet_small
+    deep_stem: bool = False          # the official UniMatch ResNet stem (three 3x3 convs)
+
+
+@dataclass
+class TrainConfig:
+    iters: int = 0            # total steps; 0 = derive from epochs
+    epochs: int = 0           # passes over the unlabeled set (labeled set for labeled-only methods)
+    batch_size: int = 8       # per process, for each of the labeled and unlabeled batches
+    lr: float = 0.01
+    lr_multi: float = 10.0    # head learning rate = lr * lr_multi
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    poly_power: float = 0.9
+    seed: int = 0
+    device: str = "auto"      # auto | cpu | cuda | cuda:N
+    amp: str = "auto"         # auto (bf16 on CUDA) | bf16 | off
+    threads: int = 0          # torch CPU threads; 0 = torch's default
+    log_every: int = 20
+    checkpoint_every: int = 0  # steps; 0 = at every evaluation
+
+
+@dataclass
+class LossConfig:
+    criterion: str = "ce"     # ce | ohem (labeled loss)
+    conf_thresh: float = 0.95
+    ohem_thresh: float = 0.7
+    ohem_min_kept: int = 200000
+
+
+@dataclass
+class EvalConfig:
+    mode: str = ""            # whole | center_crop | sliding; "" = the dataset's default
+    every: int = 0            # steps between evaluations; 0 = 10 evaluations per run
+    absent: str = "zero"      # a class absent from prediction and ground truth: zero (official) | nan (excluded)
+    batch_size: int = 1
+
+
+@dataclass
+class OutputConfig:
+    results_dir: str = "results"
+    variant: str = ""         # ablation variant label; "" = the method as configured by default
+    save_checkpoint: bool = True
+
+
+@dataclass
+class GridConfig:
+    """What run_all.sh runs for a profile; training itself ignores it."""
+    methods: tuple = ("supervised", "fixmatch", "unimatch", "s4mim", "maskmatch")
+    splits: tuple = ()        # () = the dataset's first two splits
+    seeds: int = 2
+    ablations: tuple = ()     # component names to ablate
+    ablation_splits: tuple = ()  # () = the grid's lowest split
+    parallel: int = 1         # cells run side by side on this machine
+
+
+@dataclass
+class Config:
+    profile: str = "default"
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+    grid: GridConfig = field(default_factory=GridConfig)
+    # `method` holds name, components and the method's own parameters; checked against the method class.
+    method: dict = field(default_factory=lambda: {"name": "supervised"})
+    # Per-method settings a profile applies when that method runs, e.g. the supervised doubled batch.
+    per_method: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return _plain(dataclasses.asdict(self))
+
+    def hash(self) -> str:
+        """Hash of the recipe: everything but the seed and where outputs go."""
+        recipe = self.to_dict()
+        recipe["train"].pop("seed")
+        recipe.pop("output")
+        recipe.pop("grid")
+        blob = json.dumps(recipe, sort_keys=True, default=str).encode()
+        return hashlib.sha256(blob).hexdigest()[:12]
+
+
+# --- loading and merging -------------------------------------------------------------------------------------
+
+def load_yaml(path: Path, what: str) -> dict[str, Any]:
+    if not path.is_file():
+        raise ConfigError(f"{what} not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        raise ConfigError(f"malformed YAML in {path}{where}: {getattr(exc, 'problem', exc)}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} must hold a mapping of config sections, found {type(data).__name__}")
+    return data
+
+
+def available(kind: str) -> list[str]:
+    return sorted(p.stem for p in (CONFIG_DIR / kind).glob("*.yaml"))
+
+
+def named_yaml(kind: str, name: str) -> dict[str, Any]:
+    path = CONFIG_DIR / kind / f"{name}.yaml"
+    if not path.is_file():
+        raise ConfigError(f"unknown {kind[:-1]} {name!r}; known: {', '.join(available(kind))}")
+    return load_yaml(path, f"{kind[:-1]} file")
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} must look like section.key=value")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    if not key:
+        raise ConfigError(f"override {text!r} has an empty key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return key, value
+
+
+def nest(dotted: dict[str, Any]) -> dict[str, Any]:
+    tree: dict[str, Any] = {}
+    for key, value in dotted.items():
+        parts = key.split(".")
+        node = tree
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {key!r} goes below a value that is not a section")
+        node[parts[-1]] = value
+    return tree
+
+
+def deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in top.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def resolve(*, profile: str = "default", dataset: str | None = None, method: str | None = None,
+            split: str | None = None, seed: int | None = None, config_file: str | None = None,
+            overrides: list[str] = ()) -> Config:
+    """Build the run config. Precedence: CLI overrides > CLI flags > --config > profile > dataset > defaults."""
+    layers: list[dict[str, Any]] = []
+    profile_tree = named_yaml("profiles", profile)
+    file_tree = load_yaml(Path(config_file), "config file") if config_file else {}
+    flags: dict[str, Any] = {"profile": profile}
+    if dataset is not None:
+        flags["data.dataset"] = dataset
+    if method is not None:
+        flags["method.name"] = method
+    if split is not None:
+        flags["data.split"] = split
+    if seed is not None:
+        flags["train.seed"] = seed
+    cli_tree = deep_merge(nest(flags), nest(dict(parse_override(o) for o in overrides)))
+
+    upper = deep_merge(deep_merge(profile_tree, file_tree), cli_tree)
+    dataset_name = upper.get("data", {}).get("dataset", DataConfig.dataset)
+    layers = [named_yaml("datasets", dataset_name), profile_tree, file_tree, cli_tree]
+    tree: dict[str, Any] = {}
+    for layer in layers:
+        tree = deep_merge(tree, layer)
+    return build(tree)
+
+
+def build(tree: dict[str, Any]) -> Config:
+    config = _from_dict(Config, tree, "")
+    if not isinstance(config.method.get("name"), str):
+        raise ConfigError("method.name must be a method name")
+    return config
+
+
+def _from_dict(cls: type, values: dict[str, Any], prefix: str) -> Any:
+    if not isinstance(values, dict):
+        raise ConfigError(f"{prefix.rstrip('.') or 'config'} must be a section (mapping), got {values!r}")
+    hints = get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    for key in values:
+        if key not in names:
+            raise ConfigError(f"unknown config key {prefix}{key}; known keys in "
+                              f"{prefix.rstrip('.') or 'the top level'}: {', '.join(sorted(names))}")
+    kwargs = {}
+    for key, value in values.items():
+        kind = hints[key]
+        where = f"{prefix}{key}"
+        if dataclasses.is_dataclass(kind):
+            kwargs[key] = _from_dict(kind, value, where + ".")
+        else:
+            kwargs[key] = _typed(value, kind, where)
+    return cls(**kwargs)
+
+
+def _typed(value: Any, kind: Any, where: str) -> Any:
+    origin = get_origin(kind) or kind
+    if origin is bool:
+        if isinstance(value, bool):
+            return value
+    elif origin is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif origin is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif origin is str:
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+    elif origin is tuple:
+        if isinstance(value, (list, tuple)):
+            return tuple(value)
+        if isinstance(value, (str, int)):
+            return (value,)
+    elif origin is dict:
+        if isinstance(value, dict):
+            return value
+    else:  # pragma: no cover - every field has one of the types above
+        return value
+    expected = {bool: "true or false", int: "an integer", float: "a number", str: "a string",
+                tuple: "a list", dict: "a mapping"}[origin]
+    raise ConfigError(f"{where} must be {expected}, got {value!r}")
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def save_yaml(data: dict[str, Any], path: Path) -> None:
+    from benchmark.io import atomic_write_text
+    atomic_write_text(path, yaml.safe_dump(data, sort_keys=False))

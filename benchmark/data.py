@@ -1,0 +1,106 @@
+"""From a resolved config to the training streams and the validation loader.
+
+Every stream is a sequence of sample keys (see datasets.semi.KeySampler): the data of step t is a pure
+function of (seed, t), which is what makes resume and multi-process runs reproduce a single run.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import torch
+from torch.utils.data import DataLoader
+
+from benchmark.config import REPO_ROOT, Config
+from datasets.catalog import DatasetSpec, get_spec
+from datasets.errors import DataError
+from datasets.semi import KeySampler, SemiDataset, ShardedEvalSampler, derive_seed
+from datasets.splits import read_split_file, split_paths, val_path
+
+
+
+def resolve_path(path: str) -> Path:
+    p = Path(path).expanduser()
+    return p if p.is_absolute() else REPO_ROOT / p
+
+
+@dataclass
+class DataPlan:
+    spec: DatasetSpec
+    root: Path
+    split_dir: Path
+    split: str
+    crop_size: int
+    eval_mode: str
+
+
+def plan_data(cfg: Config) -> DataPlan:
+    spec = get_spec(cfg.data.dataset)
+    split = cfg.data.split or spec.splits[0]
+    if split not in spec.splits:
+        raise DataError(f"unknown split {split!r} for dataset {spec.name}; known splits: {', '.join(spec.splits)}")
+    root = resolve_path(cfg.data.root or spec.default_root)
+    split_dir = resolve_path(cfg.data.split_dir or spec.default_split_dir)
+    if spec.ensure_available is not None:
+        spec.ensure_available(root)
+    if not root.is_dir():
+        raise DataError(f"data folder not found: {root} (set data.root=... or --data-root; "
+                        f"`python -m datasets.prepare {spec.name} --root DIR` explains how to get it)")
+    return DataPlan(spec, root, split_dir, split, cfg.data.crop_size or spec.crop_size,
+                    cfg.eval.mode or spec.eval_mode)
+
+
+class Streams:
+    """Infinite iterators of labeled / unlabeled / mix batches, positioned at a given step."""
+
+    def __init__(self, cfg: Config, plan: DataPlan, views: frozenset[str], labeled_batch: int,
+                 start_step: int, rank: int = 0, world_size: int = 1):
+        labeled_txt, unlabeled_txt = split_paths(plan.split_dir, plan.split)
+        labeled = read_split_file(labeled_txt, plan.root)
+        self.uses_unlabeled = bool(views)
+        unlabeled = read_split_file(unlabeled_txt, plan.root, check_exists=True) if self.uses_unlabeled else []
+        if self.uses_unlabeled and not unlabeled:
+            raise DataError(f"{unlabeled_txt} lists no images, but the method trains on unlabeled data")
+        self.num_labeled, self.num_unlabeled = len(labeled), len(unlabeled)
+        seed, batch, nc = cfg.train.seed, cfg.train.batch_size, plan.spec.num_classes
+        # Independent streams, so that e.g. the CutMix source is not the unlabeled batch itself.
+        stream_seed = lambda name: derive_seed(seed, name)  # noqa: E731
+        common = dict(root=plan.root, crop_size=plan.crop_size, num_classes=nc)
+        # One pass over the unlabeled set is an epoch; labeled ids are repeated to the unlabeled count.
+        epoch_len = self.num_unlabeled or self.num_labeled
+        self.steps_per_epoch = max(epoch_len // (batch * world_size), 1)
+        sampler_args = dict(start=start_step * labeled_batch * world_size, rank=rank, world_size=world_size)
+        self._iters: dict[str, Iterator] = {
+            "labeled": self._loader(SemiDataset(items=labeled, mode="train_l", seed=stream_seed("labeled"),
+                                                **common),
+                                    KeySampler(len(labeled), stream_seed("labeled"),
+                                               length=self.num_unlabeled or None, **sampler_args),
+                                    labeled_batch, cfg.data.workers)}
+        if self.uses_unlabeled:
+            unlabeled_views = frozenset(views) - {"mix"}
+            sampler_args["start"] = start_step * batch * world_size
+            for name in ("unlabeled", "mix") if "mix" in views else ("unlabeled",):
+                dataset = SemiDataset(items=unlabeled, mode="train_u", views=unlabeled_views,
+                                      seed=stream_seed(name), **common)
+                self._iters[name] = self._loader(dataset, KeySampler(len(unlabeled), stream_seed(name),
+                                                                     **sampler_args), batch, cfg.data.workers)
+
+    @staticmethod
+    def _loader(dataset, sampler, batch_size: int, workers: int) -> Iterator:
+        loader = DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
+                            drop_last=True, pin_memory=torch.cuda.is_available(),
+                            persistent_workers=workers > 0)
+        return iter(loader)
+
+    def next(self) -> dict[str, dict | None]:
+        return {name: next(it) for name, it in self._iters.items()}
+
+
+def val_loader(cfg: Config, plan: DataPlan, rank: int = 0, world_size: int = 1) -> DataLoader:
+    items = read_split_file(val_path(plan.split_dir), plan.root)
+    dataset = SemiDataset(root=plan.root, items=items, mode="val", crop_size=plan.crop_size,
+                          num_classes=plan.spec.num_classes)
+    # Each rank evaluates a disjoint shard without padding: no image is counted twice.
+    return DataLoader(dataset, batch_size=cfg.eval.batch_size, sampler=ShardedEvalSampler(len(items), rank, world_size),
+                      num_workers=cfg.data.workers)

@@ -1,0 +1,258 @@
+"""The one training loop. Methods compute losses; everything else — data streams, optimisation, schedule,
+evaluation, checkpoints, resume and result files — happens here, identically for every method."""
+from __future__ import annotations
+
+import contextlib
+import math
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from benchmark import runinfo
+from benchmark.config import Config, ConfigError, save_yaml
+from benchmark.data import DataPlan, Streams, plan_data, val_loader
+from benchmark.evaluate import evaluate
+from benchmark.io import append_jsonl, atomic_write, atomic_write_json, read_jsonl, rewrite_jsonl
+from benchmark.model import build_model
+from methods import registry
+from methods.base import Batch, LossSettings, Method, MethodContext, StepInfo
+
+CHECKPOINT = "checkpoint.pt"
+
+
+class NonFiniteLossError(RuntimeError):
+    """A loss term became NaN or infinite."""
+
+
+def run_dir_for(cfg: Config) -> Path:
+    from benchmark.data import resolve_path
+    method = cfg.method["name"]
+    run_name = f"{method}__{cfg.output.variant}" if cfg.output.variant else method
+    split = cfg.data.split
+    return resolve_path(cfg.output.results_dir) / "runs" / cfg.data.dataset / split / run_name / f"seed{cfg.train.seed}"
+
+
+def build_method(cfg: Config, num_classes: int) -> Method:
+    method_cls = registry.get(cfg.method["name"])
+    values = dict(cfg.per_method.get(method_cls.name, {}))
+    values.update({k: v for k, v in cfg.method.items() if k != "name"})
+    components = values.pop("components", None) or {}
+    if not isinstance(components, dict):
+        raise ConfigError(f"method.components must be a mapping of component: true/false, got {components!r}")
+    loss = LossSettings(criterion=cfg.loss.criterion, conf_thresh=cfg.loss.conf_thresh,
+                        ohem_thresh=cfg.loss.ohem_thresh, ohem_min_kept=cfg.loss.ohem_min_kept)
+    return method_cls(method_cls.make_params(values), components, MethodContext(num_classes, 255, loss))
+
+
+def poly_lr(base_lr: float, step: int, total: int, power: float) -> float:
+    """The official schedule: lr · (1 − it/total)^0.9, set after each step for the next one."""
+    return base_lr * (1 - step / total) ** power
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"train.device={name} but no CUDA device is available")
+    return torch.device(name)
+
+
+class Trainer:
+    def __init__(self, cfg: Config, progress: bool = True, dist: "runinfo.DistInfo | None" = None):
+        self.cfg = cfg
+        self.progress = progress
+        self.dist = dist or runinfo.DistInfo()
+        self.plan: DataPlan = plan_data(cfg)
+        cfg.data.split = self.plan.split
+        self.run_dir = run_dir_for(cfg)
+        self.device = resolve_device(cfg.train.device) if not self.dist.enabled else self.dist.device
+        self.method = build_method(cfg, self.plan.spec.num_classes)
+
+    # --- setup ------------------------------------------------------------------------------------------
+    def _setup(self) -> None:
+        cfg = self.cfg
+        if cfg.train.threads > 0:
+            torch.set_num_threads(cfg.train.threads)
+        seed_everything(cfg.train.seed)
+        spec = self.plan.spec
+        self.model = build_model(cfg.model, spec.num_classes).to(self.device)
+        self.extra = self.method.trainable_modules().to(self.device)
+        self.forward_model = self.dist.wrap(self.model)
+        head = list(self.model.head_parameters()) + list(self.extra.parameters())
+        self.optimizer = torch.optim.SGD(
+            [{"params": list(self.model.backbone_parameters()), "lr": cfg.train.lr},
+             {"params": head, "lr": cfg.train.lr * cfg.train.lr_multi}],
+            lr=cfg.train.lr, momentum=cfg.train.momentum, weight_decay=cfg.train.weight_decay)
+        self.labeled_batch = self.method.labeled_batch_size(cfg.train.batch_size)
+
+    def total_steps(self, steps_per_epoch: int) -> int:
+        if self.cfg.train.iters > 0:
+            return self.cfg.train.iters
+        if self.cfg.train.epochs > 0:
+            return self.cfg.train.epochs * steps_per_epoch
+        raise ConfigError("set train.iters or train.epochs to a positive number")
+
+    def _autocast(self):
+        amp = self.cfg.train.amp
+        if amp not in ("auto", "bf16", "off"):
+            raise ConfigError(f"train.amp must be auto, bf16 or off, got {amp!r}")
+        if amp == "bf16" or (amp == "auto" and self.device.type == "cuda"):
+            return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    # --- checkpoints ------------------------------------------------------------------------------------
+    def _save_checkpoint(self, step: int, best: dict | None, train_time: float) -> None:
+        if not self.cfg.output.save_checkpoint or not self.dist.is_main:
+            return
+        state = {
+            "step": step, "model": self.model.state_dict(), "extra": self.extra.state_dict(),
+            "optimizer": self.optimizer.state_dict(), "method": self.method.state_dict(), "best": best,
+            "train_time": train_time, "config_hash": self.cfg.hash(),
+            "rng": {"python": random.getstate(), "numpy": np.random.get_state(),
+                    "torch": torch.get_rng_state(),
+                    "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None},
+        }
+        atomic_write(self.run_dir / CHECKPOINT, lambda f: torch.save(state, f), mode="wb")
+
+    def _load_checkpoint(self) -> dict[str, Any] | None:
+        path = self.run_dir / CHECKPOINT
+        if not path.exists():
+            return None
+        try:
+            state = torch.load(path, map_location=self.device, weights_only=False)
+        except Exception as exc:  # a torn or foreign file: say so rather than train from a wrong state
+            raise ConfigError(f"checkpoint {path} cannot be read ({exc}); delete it or pass --fresh") from None
+        if state.get("config_hash") != self.cfg.hash():
+            raise ConfigError(f"{path} was written by a different config; pass --fresh to restart this run, "
+                              f"or use another output.results_dir")
+        self.model.load_state_dict(state["model"])
+        self.extra.load_state_dict(state["extra"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.method.load_state_dict(state["method"])
+        rng = state["rng"]
+        random.setstate(rng["python"])
+        np.random.set_state(rng["numpy"])
+        torch.set_rng_state(rng["torch"].cpu())
+        if rng["cuda"] is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(rng["cuda"])
+        return state
+
+    def _truncate_logs(self, step: int) -> None:
+        """Drop log lines written after the checkpoint we resume from (they will be written again)."""
+        for name, key in (("metrics.jsonl", "iter"), ("train_log.jsonl", "iter")):
+            path = self.run_dir / name
+            rewrite_jsonl(path, [r for r in read_jsonl(path) if r.get(key, 0) <= step])
+
+    # --- the loop ---------------------------------------------------------------------------------------
+    def fit(self, fresh: bool = False) -> dict[str, Any]:
+        summary_path = self.run_dir / "summary.json"
+        if fresh and self.dist.is_main:
+            for name in (CHECKPOINT, "summary.json", "metrics.jsonl", "train_log.jsonl"):
+                (self.run_dir / name).unlink(missing_ok=True)
+        existing = runinfo.read_summary(summary_path)
+        if existing and existing.get("status") == "complete" and existing.get("config_hash") == self.cfg.hash():
+            return existing
+        self._setup()
+        if self.dist.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+        state = self._load_checkpoint()
+        start = state["step"] if state else 0
+        best = state["best"] if state else None
+        train_time = state["train_time"] if state else 0.0
+        if self.dist.is_main:
+            save_yaml(self.cfg.to_dict(), self.run_dir / "config.yaml")
+            if state:
+                self._truncate_logs(start)
+
+        streams = Streams(self.cfg, self.plan, self.method.needs(), self.labeled_batch, start,
+                          self.dist.rank, self.dist.world_size)
+        total = self.total_steps(streams.steps_per_epoch)
+        every = self.cfg.eval.every or max(total // 10, 1)
+        images_per_step = self.labeled_batch + self.cfg.train.batch_size * (len(streams._iters) - 1)
+        self._val = val_loader(self.cfg, self.plan, self.dist.rank, self.dist.world_size)
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+
+        bar = tqdm(total=total, initial=start, disable=not (self.progress and self.dist.is_main),
+                   desc=f"{self.cfg.method['name']} {self.plan.spec.name}/{self.plan.split} seed{self.cfg.train.seed}",
+                   dynamic_ncols=True, leave=False)
+        session_steps, session_time = 0, 0.0
+        last = None
+        self.forward_model.train()
+        for step in range(start, total):
+            tick = time.perf_counter()
+            out = self._train_step(streams, step, total)
+            session_time += time.perf_counter() - tick
+            session_steps += 1
+            done = step + 1
+            if self.dist.is_main and (done % self.cfg.train.log_every == 0 or done == total):
+                append_jsonl(self.run_dir / "train_log.jsonl", {"iter": done, **out})
+            bar.update(1)
+            bar.set_postfix(loss=f"{out['loss']:.3f}", best=f"{best['miou']:.1f}" if best else "-")
+            if done % every == 0 or done == total:
+                last = self._evaluate(done, train_time + session_time)
+                if best is None or last["miou"] > best["miou"] or math.isnan(best["miou"]):
+                    best = last
+                ckpt_due = True
+            else:
+                ckpt_due = self.cfg.train.checkpoint_every > 0 and done % self.cfg.train.checkpoint_every == 0
+            if ckpt_due:
+                self._save_checkpoint(done, best, train_time + session_time)
+        bar.close()
+        if last is None:  # resumed from a checkpoint written at the very last step
+            last = self._evaluate(total, train_time)
+        train_time += session_time
+        summary = runinfo.summary(self.cfg, self.method, self.plan, best, last, total, train_time,
+                                  session_time / max(session_steps, 1), images_per_step * self.dist.world_size,
+                                  self.device)
+        if self.dist.is_main:
+            atomic_write_json(summary_path, summary)
+        return summary
+
+    def _train_step(self, streams: Streams, step: int, total: int) -> dict[str, float]:
+        raw = streams.next()
+        to = lambda d: None if d is None else {k: (v.to(self.device, non_blocking=True)
+                                                   if torch.is_tensor(v) else v) for k, v in d.items()}
+        batch = Batch(labeled=to(raw["labeled"]), unlabeled=to(raw.get("unlabeled")), mix=to(raw.get("mix")))
+        info = StepInfo(step=step, total_steps=total)
+        with self._autocast():
+            out = self.method.losses(self.forward_model, batch, info)
+        for name, term in {**out.terms, "total": out.total}.items():
+            if not torch.isfinite(term.detach()).all():
+                raise NonFiniteLossError(
+                    f"loss term {name} of method {self.method.name} is {term.item()} at step {step + 1} "
+                    f"(lower train.lr, check the data, or try train.amp=off); the last checkpoint is kept")
+        self.optimizer.zero_grad(set_to_none=True)
+        out.total.backward()
+        self.optimizer.step()
+        lr = poly_lr(self.cfg.train.lr, step + 1, total, self.cfg.train.poly_power)
+        self.optimizer.param_groups[0]["lr"] = lr
+        self.optimizer.param_groups[1]["lr"] = lr * self.cfg.train.lr_multi
+        self.method.after_step(self.forward_model, info)
+        record = {"loss": float(out.total.detach()), "lr": lr}
+        record.update({k: float(v.detach()) for k, v in out.terms.items()})
+        record.update(out.scalars)
+        return record
+
+    def _evaluate(self, step: int, elapsed: float) -> dict[str, Any]:
+        result = evaluate(self.model, self._val, mode=self.plan.eval_mode, crop_size=self.plan.crop_size,
+                          num_classes=self.plan.spec.num_classes, class_names=self.plan.spec.class_names,
+                          device=self.device, absent=self.cfg.eval.absent, distributed=self.dist.enabled,
+                          progress=False)
+        record = {"iter": step, "miou": float(result["miou"]),
+                  "per_class": {k: float(v) for k, v in result["per_class"].items()}, "elapsed_s": elapsed}
+        if self.dist.is_main:
+            append_jsonl(self.run_dir / "metrics.jsonl", record)
+        self.forward_model.train()
+        return record

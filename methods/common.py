@@ -1,0 +1,137 @@
+"""Small helpers shared by the methods: losses, pseudo-labels, CutMix pasting and patch masking.
+
+They follow the official UniMatch code term by term, so that methods built from them differ only where
+the methods differ.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from methods.base import LossSettings
+
+PADDING = 255  # value of the unlabeled ignore map where the crop was padding
+
+
+# --- losses -------------------------------------------------------------------------------------------------
+
+def ohem_cross_entropy(logits: torch.Tensor, target: torch.Tensor, ignore_index: int, thresh: float,
+                       min_kept: int) -> torch.Tensor:
+    """Online hard example mining CE as the official code's ProbOhemCrossEntropy2d.
+
+    Pixels whose probability of the true class is above the threshold are dropped, unless fewer than
+    `min_kept` pixels would remain, in which case the threshold rises to the min_kept-th smallest probability.
+    """
+    flat_target = target.reshape(-1)
+    valid = flat_target != ignore_index
+    num_valid = int(valid.sum())
+    if 0 < num_valid and min_kept <= num_valid:
+        prob = logits.detach().float().softmax(dim=1).transpose(0, 1).reshape(logits.shape[1], -1)
+        safe_target = flat_target * valid
+        true_prob = prob[safe_target, torch.arange(flat_target.numel(), device=logits.device)]
+        true_prob = true_prob.masked_fill(~valid, 1.0)
+        threshold = torch.tensor(thresh, device=logits.device)
+        if min_kept > 0:
+            kth = true_prob.sort().values[min(true_prob.numel(), min_kept) - 1]
+            threshold = torch.maximum(threshold, kth)
+        valid = valid & (true_prob <= threshold)
+    kept = flat_target.masked_fill(~valid, ignore_index).reshape(target.shape)
+    return F.cross_entropy(logits, kept, ignore_index=ignore_index)
+
+
+class LabeledLoss(nn.Module):
+    """The supervised term: CE with ignore 255, or OHEM CE (Cityscapes)."""
+
+    def __init__(self, settings: LossSettings, ignore_index: int = 255):
+        super().__init__()
+        if settings.criterion not in ("ce", "ohem"):
+            from methods.base import MethodError
+            raise MethodError(f"loss.criterion must be 'ce' or 'ohem', got {settings.criterion!r}")
+        self.settings = settings
+        self.ignore_index = ignore_index
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        if self.settings.criterion == "ohem":
+            return ohem_cross_entropy(logits, target, self.ignore_index, self.settings.ohem_thresh,
+                                      self.settings.ohem_min_kept)
+        return F.cross_entropy(logits, target, ignore_index=self.ignore_index)
+
+
+def confident_cross_entropy(logits: torch.Tensor, pseudo: "PseudoLabels", thresh: float) -> torch.Tensor:
+    """sum_p CE_p · [conf_p ≥ τ] · [p not padding]  /  #(non-padding pixels).
+
+    The normaliser counts all non-padding pixels, not only the confident ones (official UniMatch).
+    """
+    per_pixel = F.cross_entropy(logits, pseudo.label, reduction="none")
+    valid = pseudo.ignore != PADDING
+    confident = (pseudo.conf >= thresh) & valid
+    return (per_pixel * confident).sum() / valid.sum().clamp_min(1)
+
+
+def confident_ratio(pseudo: "PseudoLabels", thresh: float) -> float:
+    """Share of non-padding pixels whose pseudo-label passes the threshold (the official 'Mask ratio')."""
+    valid = pseudo.ignore != PADDING
+    return float(((pseudo.conf >= thresh) & valid).sum()) / max(int(valid.sum()), 1)
+
+
+# --- pseudo-labels ------------------------------------------------------------------------------------------
+
+@dataclass
+class PseudoLabels:
+    label: torch.Tensor   # long [N,H,W], argmax class
+    conf: torch.Tensor    # float [N,H,W], max softmax probability
+    ignore: torch.Tensor  # long [N,H,W], 255 where the crop was padding
+
+    def paste(self, other: "PseudoLabels", box: torch.Tensor) -> "PseudoLabels":
+        """These labels with `other`'s inside the CutMix box (box == 1)."""
+        inside = box == 1
+        return PseudoLabels(
+            label=torch.where(inside, other.label, self.label),
+            conf=torch.where(inside, other.conf, self.conf),
+            ignore=torch.where(inside, other.ignore, self.ignore),
+        )
+
+
+def pseudo_labels(logits: torch.Tensor, ignore: torch.Tensor) -> PseudoLabels:
+    probs = logits.detach().float().softmax(dim=1)
+    conf, label = probs.max(dim=1)
+    return PseudoLabels(label=label, conf=conf, ignore=ignore)
+
+
+def predict_in_eval_mode(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """Logits from an eval-mode, no-grad forward (the official CutMix-source pseudo-labels); mode restored."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            return model(images).detach()
+    finally:
+        model.train(was_training)
+
+
+def paste_images(target: torch.Tensor, source: torch.Tensor, box: torch.Tensor) -> torch.Tensor:
+    """`target` images with `source` pixels inside the CutMix box, all channels (a new tensor)."""
+    inside = (box == 1).unsqueeze(1)
+    return torch.where(inside, source, target)
+
+
+# --- masking ------------------------------------------------------------------------------------------------
+
+def random_patch_mask(batch: int, height: int, width: int, patch: int, ratio: float,
+                      generator: torch.Generator | None = None, device: torch.device | str = "cpu"
+                      ) -> torch.Tensor:
+    """Boolean [N,H,W] mask, True = masked, built from a patch grid with exactly round(ratio·#patches)
+    masked patches per image (patches at the right/bottom border are cropped to the image)."""
+    rows, cols = -(-height // patch), -(-width // patch)
+    num_patches = rows * cols
+    num_masked = int(round(ratio * num_patches))
+    scores = torch.rand(batch, num_patches, generator=generator)
+    order = scores.argsort(dim=1)
+    grid = torch.zeros(batch, num_patches, dtype=torch.bool)
+    grid.scatter_(1, order[:, :num_masked], True)
+    grid = grid.view(batch, rows, cols)
+    full = grid.repeat_interleave(patch, dim=1).repeat_interleave(patch, dim=2)
+    return full[:, :height, :width].to(device)
