@@ -59,9 +59,8 @@ class Streams:
         labeled_txt, unlabeled_txt = split_paths(plan.split_dir, plan.split)
         labeled = read_split_file(labeled_txt, plan.root)
         self.uses_unlabeled = bool(views)
-        unlabeled = read_split_file(unlabeled_txt, plan.root, check_exists=True) if self.uses_unlabeled else []
-        if self.uses_unlabeled and not unlabeled:
-            raise DataError(f"{unlabeled_txt} lists no images, but the method trains on unlabeled data")
+        # Unlabeled data need no labels on disk: their mask column is never read.
+        unlabeled = read_split_file(unlabeled_txt, plan.root, require_masks=False) if self.uses_unlabeled else []
         self.num_labeled, self.num_unlabeled = len(labeled), len(unlabeled)
         seed, batch, nc = cfg.train.seed, cfg.train.batch_size, plan.spec.num_classes
         # Independent streams, so that e.g. the CutMix source is not the unlabeled batch itself.
