@@ -87,9 +87,11 @@ class Streams:
 
     @staticmethod
     def _loader(dataset, sampler, batch_size: int, workers: int) -> Iterator:
+        # A private generator: creating the iterator must not draw from the global RNG, whose state a
+        # resumed run restores from the checkpoint (samples carry their own RNG anyway).
         loader = DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
                             drop_last=True, pin_memory=torch.cuda.is_available(),
-                            persistent_workers=workers > 0)
+                            persistent_workers=workers > 0, generator=torch.Generator())
         return iter(loader)
 
     def next(self) -> dict[str, dict | None]:
