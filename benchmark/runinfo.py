@@ -35,6 +35,15 @@ class DistInfo:
     def wrap(self, model: torch.nn.Module) -> torch.nn.Module:
         return model
 
+    def broadcast_parameters(self, modules: list) -> None:
+        pass
+
+    def average_gradients(self, parameters: list) -> None:
+        pass
+
+    def barrier(self) -> None:
+        pass
+
 
 def git_commit() -> str:
     try:

@@ -87,14 +87,18 @@ class Trainer:
         seed_everything(cfg.train.seed)
         spec = self.plan.spec
         self.model = build_model(cfg.model, spec.num_classes).to(self.device)
+        self.model = self.dist.wrap(self.model)
         self.extra = self.method.trainable_modules().to(self.device)
-        self.forward_model = self.dist.wrap(self.model)
+        self.dist.broadcast_parameters([self.model, self.extra])
+        if self.dist.enabled:  # identical initial weights, but independent dropout/masking per process
+            torch.manual_seed(cfg.train.seed + 1000 * self.dist.rank)
         head = list(self.model.head_parameters()) + list(self.extra.parameters())
         self.optimizer = torch.optim.SGD(
             [{"params": list(self.model.backbone_parameters()), "lr": cfg.train.lr},
              {"params": head, "lr": cfg.train.lr * cfg.train.lr_multi}],
             lr=cfg.train.lr, momentum=cfg.train.momentum, weight_decay=cfg.train.weight_decay)
         self.labeled_batch = self.method.labeled_batch_size(cfg.train.batch_size)
+        self._trainable = [p for group in self.optimizer.param_groups for p in group["params"]]
 
     def total_steps(self, steps_per_epoch: int) -> int:
         if self.cfg.train.iters > 0:
@@ -189,7 +193,7 @@ class Trainer:
                    dynamic_ncols=True, leave=False)
         session_steps, session_time = 0, 0.0
         last = None
-        self.forward_model.train()
+        self.model.train()
         for step in range(start, total):
             tick = time.perf_counter()
             out = self._train_step(streams, step, total)
@@ -227,7 +231,7 @@ class Trainer:
         batch = Batch(labeled=to(raw["labeled"]), unlabeled=to(raw.get("unlabeled")), mix=to(raw.get("mix")))
         info = StepInfo(step=step, total_steps=total)
         with self._autocast():
-            out = self.method.losses(self.forward_model, batch, info)
+            out = self.method.losses(self.model, batch, info)
         for name, term in {**out.terms, "total": out.total}.items():
             if not torch.isfinite(term.detach()).all():
                 raise NonFiniteLossError(
@@ -235,11 +239,12 @@ class Trainer:
                     f"(lower train.lr, check the data, or try train.amp=off); the last checkpoint is kept")
         self.optimizer.zero_grad(set_to_none=True)
         out.total.backward()
+        self.dist.average_gradients(self._trainable)
         self.optimizer.step()
         lr = poly_lr(self.cfg.train.lr, step + 1, total, self.cfg.train.poly_power)
         self.optimizer.param_groups[0]["lr"] = lr
         self.optimizer.param_groups[1]["lr"] = lr * self.cfg.train.lr_multi
-        self.method.after_step(self.forward_model, info)
+        self.method.after_step(self.model, info)
         record = {"loss": float(out.total.detach()), "lr": lr}
         record.update({k: float(v.detach()) for k, v in out.terms.items()})
         record.update(out.scalars)
@@ -254,5 +259,5 @@ class Trainer:
                   "per_class": {k: float(v) for k, v in result["per_class"].items()}, "elapsed_s": elapsed}
         if self.dist.is_main:
             append_jsonl(self.run_dir / "metrics.jsonl", record)
-        self.forward_model.train()
+        self.model.train()
         return record
