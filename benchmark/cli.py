@@ -14,11 +14,8 @@ EXIT_USER_ERROR = 2
 def user_errors() -> tuple[type[BaseException], ...]:
     from benchmark.trainer import NonFiniteLossError
     errors: list[type[BaseException]] = [ConfigError, DataError, MethodError, NonFiniteLossError]
-    try:
-        from benchmark.model import WeightsError
-        errors.append(WeightsError)
-    except ImportError:
-        pass
+    from benchmark.model import ModelError
+    errors.append(ModelError)
     return tuple(errors)
 
 

@@ -75,6 +75,9 @@ class EvalConfig:
     every: int = 0            # steps between evaluations; 0 = 10 evaluations per run
     absent: str = "zero"      # a class absent from prediction and ground truth: zero (official) | nan (excluded)
     batch_size: int = 1
+    # sliding-window border: truncate (official UniMatch: windows past the border are clipped) | clamp
+    # (mmsegmentation: the last window is moved back inside the image)
+    border: str = "truncate"
 
 
 @dataclass

@@ -254,7 +254,7 @@ class Trainer:
         result = evaluate(self.model, self._val, mode=self.plan.eval_mode, crop_size=self.plan.crop_size,
                           num_classes=self.plan.spec.num_classes, class_names=self.plan.spec.class_names,
                           device=self.device, absent=self.cfg.eval.absent, distributed=self.dist.enabled,
-                          progress=False)
+                          progress=False, border=self.cfg.eval.border)
         record = {"iter": step, "miou": float(result["miou"]),
                   "per_class": {k: float(v) for k, v in result["per_class"].items()}, "elapsed_s": elapsed}
         if self.dist.is_main:
