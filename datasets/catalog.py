@@ -53,6 +53,19 @@ CITYSCAPES_CLASSES = (
     "road", "sidewalk", "building", "wall", "fence", "pole", "traffic light", "traffic sign", "vegetation",
     "terrain", "sky", "person", "rider", "car", "truck", "bus", "train", "motorcycle", "bicycle",
 )
+# UniMatch's COCO: mask value 0 + the 80 COCO "thing" categories in category-id order (util/classes.py, first 81
+# entries). UniMatch names entry 0 "void", but it is a trained class (ignore is 255), i.e. background.
+COCO_CLASSES = (
+    "background", "person", "bicycle", "car", "motorcycle", "airplane", "bus", "train", "truck", "boat",
+    "traffic light", "fire hydrant", "stop sign", "parking meter", "bench", "bird", "cat", "dog", "horse", "sheep",
+    "cow", "elephant", "bear", "zebra", "giraffe", "backpack", "umbrella", "handbag", "tie", "suitcase", "frisbee",
+    "skis", "snowboard", "sports ball", "kite", "baseball bat", "baseball glove", "skateboard", "surfboard",
+    "tennis racket", "bottle", "wine glass", "cup", "fork", "knife", "spoon", "bowl", "banana", "apple", "sandwich",
+    "orange", "broccoli", "carrot", "hot dog", "pizza", "donut", "cake", "chair", "couch", "potted plant", "bed",
+    "dining table", "toilet", "tv", "laptop", "mouse", "remote", "keyboard", "cell phone", "microwave", "oven",
+    "toaster", "sink", "refrigerator", "book", "clock", "vase", "scissors", "teddy bear", "hair drier",
+    "toothbrush",
+)
 
 _SPECS: dict[str, DatasetSpec] = {}
 
@@ -74,6 +87,12 @@ register_spec(DatasetSpec(
     name="cityscapes", class_names=CITYSCAPES_CLASSES, splits=("1_30", "1_16", "1_8", "1_4", "1_2"),
     default_root="data/cityscapes", default_split_dir="data/splits/cityscapes", crop_size=801,
     eval_mode="sliding", description="Cityscapes fine annotations, 19 train ids",
+))
+# UniMatch evaluates COCO like Pascal, on the whole image ("original"); only Cityscapes uses sliding windows.
+register_spec(DatasetSpec(
+    name="coco", class_names=COCO_CLASSES, splits=("1_512", "1_256", "1_128", "1_64", "1_32"),
+    default_root="data/coco", default_split_dir="data/splits/coco", crop_size=513, eval_mode="whole",
+    description="COCO 2017, 80 thing classes + background (UniMatch's masks); unlabeled = rest of train2017",
 ))
 
 
