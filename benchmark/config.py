@@ -117,9 +117,12 @@ class Config:
         return _plain(dataclasses.asdict(self))
 
     def hash(self) -> str:
-        """Hash of the recipe: everything but the seed and where outputs go."""
+        """Hash of the recipe: everything but the seed, where data and outputs live, and the device."""
         recipe = self.to_dict()
-        recipe["train"].pop("seed")
+        # Where and how a run is launched does not change what it computes.
+        for section, key in (("train", "seed"), ("train", "device"), ("train", "threads"), ("data", "root"),
+                             ("data", "split_dir"), ("data", "workers")):
+            recipe[section].pop(key)
         recipe.pop("output")
         recipe.pop("grid")
         blob = json.dumps(recipe, sort_keys=True, default=str).encode()

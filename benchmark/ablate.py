@@ -1,0 +1,104 @@
+"""Ablations and sweeps: run a method with and without its components, or over values of one config key.
+
+    python -m benchmark.ablate --component feature_agg [--profile P] [--splits 1_16] [--seeds 3]
+    python -m benchmark.ablate --sweep method.mask_ratio=0.3,0.5,0.7 --method maskmatch [--profile P]
+    python -m benchmark.ablate --list
+
+--component NAME finds the method(s) that introduce the component (registry) and runs, per split and seed:
+the full method (the plain method cell: the main grid's run is reused when it exists), the method without the
+component (variant `no_NAME`), and — when the method adds several paper components over its base — the
+leave-one-out variant of each and `all_off`. Variants are ordinary cells with `output.variant` set and the
+switches `method.components.<c>=false`, so their results land beside the grid's and the report's ablation
+table and plot pick them up. --sweep KEY=V1,V2,... runs one cell per value (variant `KEY=V`); a value equal to
+the method's configured one is the plain cell. Cells run exactly like the grid's (see `bash run_all.sh --help`).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from benchmark.runner import add_run_arguments, execute
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m benchmark.ablate", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog="exit status: 0 all cells done or skipped, 1 a cell failed, 2 bad input, "
+                                            "130 interrupted.")
+    a = parser.add_argument_group("what to ablate")
+    a.add_argument("--component", action="append", default=[], metavar="NAME",
+                   help="a method component to ablate (repeatable); see --list")
+    a.add_argument("--sweep", action="append", default=[], metavar="KEY=V1,V2,...",
+                   help="a config key and its values, e.g. method.mask_ratio=0.3,0.5,0.7 (repeatable; "
+                        "needs --method)")
+    a.add_argument("--method", help="the method to ablate in (required for --sweep; with --component: ablate it "
+                                    "in this method even if the component is inherited)")
+    a.add_argument("--list", action="store_true", help="list methods with their paper and inherited components")
+    add_run_arguments(parser)
+    return parser
+
+
+def describe_components() -> str:
+    from benchmark.grid import paper_components
+    from methods.registry import all_methods
+    lines = ["Components per method (paper = added over its base; the rest are inherited):"]
+    for name, cls in all_methods().items():
+        paper = paper_components(cls)
+        inherited = [c for c in cls.components if c not in paper]
+        lines.append(f"  {name:<11} paper: {', '.join(paper) or '-'}"
+                     + (f"; inherited: {', '.join(inherited)}" if inherited else ""))
+    return "\n".join(lines)
+
+
+def ablation_plan_cells(args: argparse.Namespace):
+    """The plan and the cells that --component / --sweep ask for."""
+    from benchmark import grid
+    from benchmark.config import ConfigError
+    from benchmark.runner import cell_config, run_options
+    from benchmark.trainer import build_method
+    from datasets.catalog import get_spec
+    from methods.registry import get
+
+    sweeps = [grid.parse_sweep(text) for text in args.sweep]
+    if sweeps and not args.method:
+        raise ConfigError("--sweep needs --method (the method whose runs the sweep varies)")
+    owners: dict[str, list[str]] = {}
+    for component in args.component:
+        owners[component] = [cls.name for cls in grid.component_owners(component, args.method)]
+    methods = list(dict.fromkeys([m for names in owners.values() for m in names]
+                                 + ([get(args.method).name] if args.method else [])))
+    plan = grid.load_plan(args.profile, args.overrides, dataset=args.dataset, methods=methods, splits=args.splits,
+                          seeds=args.seeds)
+    splits = tuple(args.splits) if args.splits else plan.ablation_splits
+    cells: list[grid.Cell] = []
+    for component in args.component:
+        cells += grid.ablation_cells(plan, component, method=args.method, splits=splits)
+    if sweeps:
+        opts = run_options(args, jobs=1)
+        base = grid.Cell(args.method, plan.dataset, splits[0], 0)
+        cfg = cell_config(base, opts)
+        method_obj = build_method(cfg, get_spec(cfg.data.dataset).num_classes)
+        for sweep in sweeps:
+            found, default = grid.config_value(cfg, method_obj, sweep.key)
+            cells += grid.sweep_cells(plan, args.method, sweep, splits=splits, default=default, has_default=found)
+    return plan, cells
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.list:
+        print(describe_components())
+        return 0
+    if not args.component and not args.sweep:
+        parser.error("give --component NAME or --sweep KEY=V1,V2,... (--list shows the components)")
+    plan, cells = ablation_plan_cells(args)
+    from benchmark.runner import stop_on_sigterm
+    stop_on_sigterm()
+    return execute(cells, args, jobs=args.jobs or plan.parallel, title="ablation")
+
+
+if __name__ == "__main__":
+    build_parser().parse_args(sys.argv[1:])   # --help and bad flags answered before torch is imported
+    from benchmark.cli import run_main
+    run_main(lambda: main(sys.argv[1:]))
