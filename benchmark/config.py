@@ -158,6 +158,16 @@ def named_yaml(kind: str, name: str) -> dict[str, Any]:
     return load_yaml(path, f"{kind[:-1]} file")
 
 
+def dataset_yaml(name: str) -> dict[str, Any]:
+    """The dataset's YAML if it has one; a catalogued dataset needs none (its spec holds the facts)."""
+    if (CONFIG_DIR / "datasets" / f"{name}.yaml").is_file():
+        return named_yaml("datasets", name)
+    from datasets.catalog import all_specs
+    if name not in all_specs():
+        raise ConfigError(f"unknown dataset {name!r}; known: {', '.join(sorted(all_specs()))}")
+    return {"data": {"dataset": name}}
+
+
 def parse_override(text: str) -> tuple[str, Any]:
     if "=" not in text:
         raise ConfigError(f"override {text!r} must look like section.key=value")
@@ -215,7 +225,7 @@ def resolve(*, profile: str = "default", dataset: str | None = None, method: str
 
     upper = deep_merge(deep_merge(profile_tree, file_tree), cli_tree)
     dataset_name = upper.get("data", {}).get("dataset", DataConfig.dataset)
-    layers = [named_yaml("datasets", dataset_name), profile_tree, file_tree, cli_tree]
+    layers = [dataset_yaml(dataset_name), profile_tree, file_tree, cli_tree]
     tree: dict[str, Any] = {}
     for layer in layers:
         tree = deep_merge(tree, layer)

@@ -5,6 +5,7 @@ the methods differ.
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -112,6 +113,23 @@ def predict_in_eval_mode(model: nn.Module, images: torch.Tensor) -> torch.Tensor
         model.train(was_training)
 
 
+class PseudoLabeler:
+    """Where a weak-to-strong method's pseudo-labels come from; this base class is the official code's rule.
+
+    `weak`: the unlabeled batch's labels from the student's own train-mode logits of the weak view (computed
+    together with the labeled batch and passed in). `mix`: the CutMix source's labels from an eval-mode,
+    no-grad forward. Extensions (an EMA teacher, a multi-scale ensemble) override these two methods, so a
+    base method's loop stays the one place its terms are computed.
+    """
+
+    def weak(self, model: nn.Module, images: torch.Tensor, logits: torch.Tensor,
+             ignore: torch.Tensor) -> PseudoLabels:
+        return pseudo_labels(logits, ignore)
+
+    def mix(self, model: nn.Module, images: torch.Tensor, ignore: torch.Tensor) -> PseudoLabels:
+        return pseudo_labels(predict_in_eval_mode(model, images), ignore)
+
+
 def paste_images(target: torch.Tensor, source: torch.Tensor, box: torch.Tensor) -> torch.Tensor:
     """`target` images with `source` pixels inside the CutMix box, all channels (a new tensor)."""
     inside = (box == 1).unsqueeze(1)
@@ -135,3 +153,43 @@ def random_patch_mask(batch: int, height: int, width: int, patch: int, ratio: fl
     grid = grid.view(batch, rows, cols)
     full = grid.repeat_interleave(patch, dim=1).repeat_interleave(patch, dim=2)
     return full[:, :height, :width].to(device)
+
+
+def patches_touching(region: torch.Tensor, patch: int) -> torch.Tensor:
+    """Boolean [N,rows,cols] patch grid: True where the patch holds at least one pixel of `region` [N,H,W]."""
+    return F.max_pool2d(region.unsqueeze(1).float(), patch, stride=patch, ceil_mode=True).squeeze(1) > 0
+
+
+def region_patch_mask(region: torch.Tensor, patch: int, ratio: float,
+                      generator: torch.Generator | None = None) -> torch.Tensor:
+    """Boolean [N,H,W] mask, True = masked: whole patches chosen at random among those touching `region`
+    (bool [N,H,W]), round(ratio·n) of the n touching patches per image, clamped to [1, n−1] so that a region
+    spanning two or more patches always keeps both a masked and a visible part (n ≤ 1: nothing masked).
+    Patches are aligned to the image grid, as in `random_patch_mask`."""
+    batch, height, width = region.shape
+    touching = patches_touching(region, patch).flatten(1).cpu()
+    count = touching.sum(dim=1)
+    num_masked = torch.minimum(torch.round(ratio * count).clamp_min(1), count - 1).clamp_min(0)
+    scores = torch.rand(touching.shape, generator=generator).masked_fill(~touching, 2.0)  # untouched sort last
+    rank = scores.argsort(dim=1).argsort(dim=1)
+    grid = (rank < num_masked.unsqueeze(1)).view(batch, -(-height // patch), -(-width // patch))
+    full = grid.repeat_interleave(patch, dim=1).repeat_interleave(patch, dim=2)
+    return full[:, :height, :width].to(region.device)
+
+
+@contextmanager
+def frozen_bn_statistics(module: nn.Module):
+    """BatchNorm layers of `module` still normalise with batch statistics inside this context, but their
+    running statistics are left as they were, so an auxiliary forward of out-of-distribution inputs (masked
+    or blanked images) does not shift what evaluation uses. The layers update throw-away copies (the
+    originals are never written in place: autograd may hold them for the backward)."""
+    names = ("running_mean", "running_var", "num_batches_tracked")
+    originals = [(m, name, getattr(m, name)) for m in module.modules()
+                 if isinstance(m, nn.modules.batchnorm._BatchNorm) for name in names if getattr(m, name) is not None]
+    for layer, name, buffer in originals:
+        setattr(layer, name, buffer.clone())
+    try:
+        yield
+    finally:
+        for layer, name, buffer in originals:
+            setattr(layer, name, buffer)

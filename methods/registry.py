@@ -6,7 +6,7 @@ import importlib
 from methods.base import _REGISTRY, Method, MethodError
 
 # One module per method; the order is the order of the report's tables.
-METHOD_MODULES = ("supervised", "fixmatch", "unimatch")
+METHOD_MODULES = ("supervised", "fixmatch", "unimatch", "s4mim", "maskmatch")
 
 
 def _load() -> None:

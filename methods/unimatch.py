@@ -15,8 +15,8 @@ from dataclasses import dataclass
 import torch
 
 from methods.base import Batch, LossOutput, Method, MethodContext, MethodError, StepInfo, register
-from methods.common import (LabeledLoss, PseudoLabels, confident_cross_entropy, confident_ratio,
-                            paste_images, predict_in_eval_mode, pseudo_labels)
+from methods.common import (LabeledLoss, PseudoLabeler, PseudoLabels, confident_cross_entropy, confident_ratio,
+                            paste_images)
 
 
 @dataclass
@@ -57,13 +57,15 @@ class UniMatch(Method):
     def strong_streams(self) -> list[tuple[str, str]]:
         return [("strong1", "box1"), ("strong2", "box2")] if self.on["dual_strong"] else [("strong1", "box1")]
 
-    def forward_unimatch(self, model, batch: Batch) -> UniMatchForward:
+    def forward_unimatch(self, model, batch: Batch, labeler: PseudoLabeler | None = None) -> UniMatchForward:
+        """The UniMatch terms; `labeler` says where pseudo-labels come from (default: the official rule)."""
         x, u, mix = batch.labeled, batch.unlabeled, batch.mix
         thresh = self.ctx.loss.conf_thresh
         streams = self.strong_streams()
         use_fp = self.on["feature_perturbation"]
 
-        pseudo_mix = pseudo_labels(predict_in_eval_mode(model, mix["weak"]), mix["ignore"])
+        labeler = labeler or PseudoLabeler()
+        pseudo_mix = labeler.mix(model, mix["weak"], mix["ignore"])
         strong = [paste_images(u[view], mix[view], u[box]) for view, box in streams]
 
         num_x, num_u = x["image"].shape[0], u["weak"].shape[0]
@@ -75,7 +77,7 @@ class UniMatch(Method):
         pred_x, pred_w = preds.split([num_x, num_u])
         pred_strong = model(torch.cat(strong)).chunk(len(streams))
 
-        pseudo_w = pseudo_labels(pred_w, u["ignore"])
+        pseudo_w = labeler.weak(model, u["weak"], pred_w, u["ignore"])
         terms = {"loss_x": self.labeled_loss(pred_x, x["mask"])}
         weights = {"loss_x": 1.0}
         strong_share = (1.0 - self.params.weight_fp) if use_fp else 1.0

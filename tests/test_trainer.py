@@ -144,12 +144,30 @@ def cli(args, capsys):
     return exit_info.value.code, capsys.readouterr().err
 
 
+def fixture_dataset() -> str:
+    """The tiny dataset under another name, without the embedded dataset's self-generation: a damaged
+    folder must be reported, not silently regenerated (as a real dataset's would be)."""
+    import dataclasses
+    from datasets.catalog import all_specs, get_spec, register_spec
+    if "fixture_tiny" not in all_specs():
+        register_spec(dataclasses.replace(get_spec("animals_tiny"), name="fixture_tiny", ensure_available=None))
+    return "fixture_tiny"
+
+
 def corrupt_copy(tiny_data, tmp_path, damage):
     root = tmp_path / "data"
     shutil.copytree(tiny_data, root)
     damage(root)
-    return ["--profile", "smoke", "--no-progress", f"data.root={root}", f"data.split_dir={root}/splits",
-            f"output.results_dir={tmp_path}/results", "train.iters=2"]
+    return ["--profile", "smoke", "--dataset", fixture_dataset(), "--no-progress", f"data.root={root}",
+            f"data.split_dir={root}/splits", f"output.results_dir={tmp_path}/results", "train.iters=2"]
+
+
+def test_embedded_dataset_generates_itself_when_missing(tmp_path):
+    cfg = resolve(profile="smoke", overrides=[f"data.root={tmp_path}/gen", f"data.split_dir={tmp_path}/gen/splits",
+                                              f"output.results_dir={tmp_path}/results", "train.iters=1",
+                                              "eval.every=1"])
+    assert fit(cfg)["status"] == "complete"
+    assert (tmp_path / "gen" / "splits" / "val.txt").exists()
 
 
 def first_val_pair(root):

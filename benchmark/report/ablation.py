@@ -1,0 +1,157 @@
+"""Ablations: runs with a `variant` (component switches and/or config overrides) against the full method.
+
+A variant whose only change is one numeric config override is also a point of a *sweep* of that key; the
+full method's own value (read from its resolved config.yaml) joins the sweep as the default point.
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+from benchmark.report.common import (DASH, PAPER_DESCRIPTION_NOTE, display_name, is_finite, method_sort_key,
+                                     split_sort_key)
+from benchmark.report.document import Numbering, Table
+from benchmark.report.results_store import RunRecord, config_value
+from benchmark.report.stats import SeedStats, fmt_cell, fmt_comparison, seed_stats, welch
+
+FULL = "full"   # the row label of the un-ablated method
+
+
+@dataclass
+class AblationGroup:
+    dataset: str
+    method: str
+    full: list[RunRecord]
+    variants: dict[str, list[RunRecord]]
+    splits: list[str]
+    from_paper_description: bool
+
+    def rows(self) -> list[tuple[str, list[RunRecord]]]:
+        return [(FULL, self.full)] + sorted(self.variants.items())
+
+    def stats(self, runs: list[RunRecord], split: str) -> SeedStats | None:
+        vals = [r.best.miou for r in runs if r.split == split]
+        return seed_stats(vals) if vals else None
+
+
+@dataclass
+class Sweep:
+    dataset: str
+    method: str
+    key: str
+    # split -> list of (value, stats, is_default)
+    points: dict[str, list[tuple[float, SeedStats, bool]]] = field(default_factory=dict)
+    from_paper_description: bool = False
+
+
+def ablation_groups(runs: list[RunRecord]) -> list[AblationGroup]:
+    by_method: dict[tuple[str, str], list[RunRecord]] = defaultdict(list)
+    for r in runs:
+        by_method[(r.dataset, r.method)].append(r)
+    groups = []
+    for (dataset, method), rs in sorted(by_method.items(), key=lambda kv: (kv[0][0], method_sort_key(kv[0][1]))):
+        variants: dict[str, list[RunRecord]] = defaultdict(list)
+        for r in rs:
+            if r.variant is not None:
+                variants[r.variant].append(r)
+        if not variants:
+            continue
+        splits = sorted({r.split for r in rs if r.variant is not None}, key=split_sort_key)
+        full = [r for r in rs if r.variant is None and r.split in splits]
+        groups.append(AblationGroup(dataset, method, full, dict(variants), splits,
+                                    any(r.from_paper_description for r in rs)))
+    return groups
+
+
+def describe_change(variant_runs: list[RunRecord], full_runs: list[RunRecord]) -> str:
+    """What the variant changes: components switched relative to the full method, then overrides."""
+    run = variant_runs[0]
+    base = full_runs[0].components if full_runs else {}
+    parts = []
+    for name, on in sorted(run.components.items()):
+        if name in base and base[name] == on:
+            continue
+        if name not in base and on:        # without a full run, only switched-off components are news
+            continue
+        parts.append(f"{name} {'on' if on else 'off'}")
+    parts += [f"{k}={v}" for k, v in sorted(run.overrides.items())]
+    return ", ".join(parts) if parts else DASH
+
+
+def ablation_table(group: AblationGroup, num: Numbering) -> Table:
+    columns = ["Variant", "Change"]
+    for s in group.splits:
+        columns += [s, f"Δ {s}"]
+    rows = []
+    for name, rs in group.rows():
+        row = [name, "full method" if name == FULL else describe_change(rs, group.full)]
+        for s in group.splits:
+            st = group.stats(rs, s)
+            full_st = group.stats(group.full, s)
+            row.append(fmt_cell(st) if st else DASH)
+            if name == FULL or st is None or full_st is None:
+                row.append(DASH)
+            else:
+                row.append(fmt_comparison(welch(st, full_st)))
+        rows.append(row)
+    title = display_name(group.method, group.from_paper_description)
+    notes = ["Best-on-val mIoU, mean ± std over seeds; Δ = variant − full method (points) with a two-sided "
+             "Welch t-test p where both sides have ≥ 2 seeds; * p < 0.05."]
+    if not group.full:
+        notes.append("No full-method run for these splits: Δ cannot be computed.")
+    if group.from_paper_description:
+        notes.append(PAPER_DESCRIPTION_NOTE)
+    return Table(columns, rows, num.table(f"{group.dataset}: ablation of {title} (best-on-val mIoU, %)."), notes,
+                 key_columns=2)
+
+
+def bar_data(group: AblationGroup) -> list[tuple[str, str, float, float, int]]:
+    """(variant, split, mean, std, n) for the bar plot; rows without a finite value are left out."""
+    out = []
+    for name, rs in group.rows():
+        for s in group.splits:
+            st = group.stats(rs, s)
+            if st is not None and st.n:
+                out.append((name, s, st.mean, st.std if st.n > 1 else 0.0, st.n))
+    return out
+
+
+def sweeps(group: AblationGroup) -> list[Sweep]:
+    base_components = group.full[0].components if group.full else None
+    by_key: dict[str, list[tuple[float, RunRecord]]] = defaultdict(list)
+    for rs in group.variants.values():
+        for r in rs:
+            if len(r.overrides) != 1:
+                continue
+            if base_components is not None and r.components and r.components != base_components:
+                continue   # a component was switched too: not a clean sweep point
+            (key, value), = r.overrides.items()
+            if is_finite(value):
+                by_key[key].append((float(value), r))
+    result = []
+    for key, pts in sorted(by_key.items()):
+        sweep = Sweep(group.dataset, group.method, key, from_paper_description=group.from_paper_description)
+        default = _default_value(group.full, key)
+        for s in group.splits:
+            vals: dict[float, list[float]] = defaultdict(list)
+            for value, r in pts:
+                if r.split == s:
+                    vals[value].append(r.best.miou)
+            line = [(v, seed_stats(m), False) for v, m in sorted(vals.items())]
+            full_here = [r.best.miou for r in group.full if r.split == s]
+            if default is not None and full_here and default not in vals:
+                line.append((default, seed_stats(full_here), True))
+            line.sort(key=lambda p: p[0])
+            if len(line) >= 2:
+                sweep.points[s] = line
+        if sweep.points:
+            result.append(sweep)
+    return result
+
+
+def _default_value(full: list[RunRecord], dotted_key: str) -> float | None:
+    for r in full:
+        value = config_value(r.path, dotted_key)
+        if is_finite(value):
+            return float(value)
+    return None

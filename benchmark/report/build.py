@@ -1,0 +1,235 @@
+"""Assembles the report document (sections 1–7) from the results store, writing figures and CSV tables."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from benchmark.report import ablation, comparison, details, figures
+from benchmark.report.common import (PAPER_DESCRIPTION_NOTE, REPO_ROOT, display_name, slugify,
+                                     split_sort_key, write_text_atomic)
+from benchmark.report.document import Document, Figure, Heading, Numbering, Paragraph, Table
+from benchmark.report.published import PublishedEntry, RegisterState
+from benchmark.report.results_store import ResultsStore, load_curve
+
+TITLE = "Semi-supervised semantic segmentation benchmark: results"
+
+
+@dataclass
+class BuildOutput:
+    document: Document
+    written: set[Path] = field(default_factory=set)    # figures and CSVs of this rendering (others are stale)
+    warnings: list[str] = field(default_factory=list)
+
+
+class _Builder:
+    def __init__(self, store: ResultsStore, published: list[PublishedEntry], register: RegisterState, out: Path):
+        self.store, self.published, self.register = store, published, register
+        self.fig_dir, self.table_dir = out / "figures", out / "tables"
+        self.num = Numbering()
+        self.out = BuildOutput(Document(TITLE))
+        self.doc = self.out.document
+
+    def figure(self, name: str, caption: str, draw, *args, width: float = 1.0, **kwargs) -> None:
+        path = self.fig_dir / f"{slugify(name)}.png"
+        draw(*args, path=path, **kwargs)
+        self.out.written.add(path)
+        self.doc.add(Figure(path, self.num.figure(caption), width))
+
+    # ------------------------------------------------------------------------------------------------ sections
+    def intro(self) -> None:
+        runs, refs = self.store.runs, self.store.references
+        seeds = len(runs)
+        datasets = ", ".join(self.store.datasets())
+        self.doc.add(Paragraph(
+            f"Rendered from the results files under `{self.store.root}` only (summary.json, metrics.jsonl, "
+            f"config.yaml; imported reference logs): {seeds} run(s) over {len(self.store.datasets())} dataset(s) "
+            f"({datasets}), and {len(refs)} imported official log(s). Every number is a mean over seeds ± the "
+            "sample standard deviation, with the number of seeds n next to it. 'Best on val' is the highest "
+            "val mIoU among a run's evaluations (as the published tables report); 'last' is the final "
+            "evaluation."))
+        if any(r.from_paper_description for r in runs):
+            self.doc.add(Paragraph(PAPER_DESCRIPTION_NOTE, small=True))
+        if self.store.skipped:
+            self.doc.add(Paragraph(f"**Skipped:** {len(self.store.skipped)} result folder(s) could not be read "
+                                   "and are left out of every table; they are listed in 'Skipped results' at "
+                                   "the end.", small=True))
+
+    def main_comparison(self) -> None:
+        self.doc.add(Heading("1. Main comparison", 2))
+        for ds in self.store.datasets():
+            self.doc.add(Heading(f"Dataset: {ds}", 3))
+            for metric in ("best", "last"):
+                self.doc.add(comparison.main_table(self.store.runs, self.store.references, ds, metric, self.num))
+            sig = comparison.significance_table(self.store.runs, ds, self.num)
+            if sig:
+                self.doc.add(sig)
+            fr = comparison.full_runs(self.store.runs, ds)
+            splits = comparison.splits_of(fr, [], ds)
+            if len(splits) >= 2:
+                stats = comparison.stats_by(fr, "best")
+                series = {display_name(m, comparison.paper_flag(fr, m)):
+                          [(s, stats[(m, s)].mean, stats[(m, s)].std) for s in splits if (m, s) in stats]
+                          for m in comparison.methods_of(fr)}
+                note = " " + PAPER_DESCRIPTION_NOTE if any(r.from_paper_description for r in fr) else ""
+                self.figure(f"main_{ds}", f"{ds}: best-on-val mIoU per split, mean ± std over seeds.{note}",
+                            figures.miou_vs_split, series, splits, ds)
+
+    def published_section(self) -> None:
+        self.doc.add(Heading("2. Published vs reproduced", 2))
+        shown = self.store.datasets()
+        for ds in shown:
+            table = comparison.published_table(self.store.runs, self.store.references, self.published, ds, self.num)
+            if table:
+                self.doc.add(table)
+            else:
+                self.doc.add(Paragraph(f"{ds}: no published numbers in the data file.", small=True))
+        others = sorted({e.dataset for e in self.published} - set(shown))
+        if others:
+            counts = ", ".join(f"{d} ({sum(1 for e in self.published if e.dataset == d)} entries)" for d in others)
+            self.doc.add(Paragraph(f"Published entries for datasets without results are not shown: {counts}.",
+                                   small=True))
+
+    def ablation_section(self) -> None:
+        self.doc.add(Heading("3. Ablations", 2))
+        groups = ablation.ablation_groups(self.store.runs)
+        if not groups:
+            self.doc.add(Paragraph("No ablation runs (runs with a `variant`) in the results.", small=True))
+        for g in groups:
+            self.doc.add(ablation.ablation_table(g, self.num))
+            name = display_name(g.method, g.from_paper_description)
+            note = " " + PAPER_DESCRIPTION_NOTE if g.from_paper_description else ""
+            data = ablation.bar_data(g)
+            if data:
+                self.figure(f"ablation_{g.dataset}_{g.method}",
+                            f"{g.dataset}: ablation of {name}, best-on-val mIoU, mean ± std over seeds.{note}",
+                            figures.ablation_bars, data, f"{g.dataset}: {name}")
+            for sw in ablation.sweeps(g):
+                self.figure(f"sweep_{g.dataset}_{g.method}_{sw.key}",
+                            f"{g.dataset}: {name}, sweep of `{sw.key}`, mean ± std over seeds.{note}",
+                            figures.sweep_lines, sw.points, sw.key, f"{g.dataset}: {name}", width=0.75)
+
+    def per_class_section(self) -> None:
+        self.doc.add(Heading("4. Per-class IoU", 2))
+        for ds in self.store.datasets():
+            for split in comparison.splits_of(self.store.runs, [], ds):
+                frame = details.per_class_frame(self.store.runs, self.store.references, ds, split)
+                if frame.empty or frame.shape[1] == 0:
+                    continue
+                self.doc.add(details.per_class_table(frame, self.store.runs, ds, split, self.num))
+                csv_path = self.table_dir / f"per_class_{slugify(ds)}_{slugify(split)}.csv"
+                write_text_atomic(csv_path, frame.round(4).to_csv(float_format="%.4f"))
+                self.out.written.add(csv_path)
+                self._heatmap(frame, ds, split)
+
+    def _heatmap(self, frame: pd.DataFrame, ds: str, split: str) -> None:
+        runs = self.store.runs
+        methods = [c for c in frame.columns if not c.startswith(("std ", "n ", "gain ")) and not c.endswith("‡")]
+        label = {m: display_name(m, comparison.paper_flag(runs, m)) for m in methods}
+        iou = frame[methods].T.rename(index=label)
+        gain_cols = [c for c in frame.columns if c.startswith("gain ")]
+        gain = frame[gain_cols].T.rename(index=lambda c: label.get(c[5:], c[5:])) if gain_cols else None
+        note = " " + PAPER_DESCRIPTION_NOTE if any(comparison.paper_flag(runs, m) for m in methods) else ""
+        self.figure(f"per_class_{ds}_{split}", f"{ds}, split {split}: per-class IoU at best-on-val, mean over "
+                    f"seeds, and gain over the supervised baseline.{note}",
+                    figures.per_class_heatmaps, iou, gain, f"{ds} {split}")
+
+    def curves_section(self) -> None:
+        self.doc.add(Heading("5. Learning curves", 2))
+        problems = []
+        for ds in self.store.datasets():
+            fr = comparison.full_runs(self.store.runs, ds)
+            for split in comparison.splits_of(fr, [], ds):
+                curves = {}
+                for m in comparison.methods_of([r for r in fr if r.split == split]):
+                    rows = []
+                    for r in fr:
+                        if r.method == m and r.split == split:
+                            pts, problem = load_curve(r)
+                            if problem:
+                                problems.append(f"{self._rel(r.path)}: {problem}")
+                            rows += [(it, v, r.seed) for it, v in pts if math.isfinite(v)]
+                    if rows:
+                        df = pd.DataFrame(rows, columns=["x", "miou", "seed"]).groupby("x")["miou"]
+                        agg = df.agg(["mean", "std", "count"]).reset_index()
+                        curves[display_name(m, comparison.paper_flag(fr, m))] = agg
+                if curves:
+                    shown = [r for r in fr if r.split == split]
+                    note = " " + PAPER_DESCRIPTION_NOTE if any(r.from_paper_description for r in shown) else ""
+                    self.figure(f"curves_{ds}_{split}", f"{ds}, split {split}: val mIoU vs iteration, mean over "
+                                f"seeds (band: ± 1 std where ≥ 2 seeds were evaluated).{note}",
+                                figures.learning_curves, curves, f"{ds} {split}")
+            for split in sorted({r.split for r in self.store.references if r.dataset == ds}, key=split_sort_key):
+                refs = [r for r in self.store.references if r.dataset == ds and r.split == split and r.curve]
+                curves = {r.name: pd.DataFrame({"x": [p[0] for p in r.curve], "mean": [p[1] for p in r.curve],
+                                                "std": 0.0, "count": 1}) for r in refs}
+                if curves:
+                    self.figure(f"reference_curves_{ds}_{split}", f"{ds}, split {split}: imported official "
+                                "log(s), val mIoU per epoch (one run each).", figures.learning_curves, curves,
+                                f"{ds} {split} (official logs)", x_label="epoch")
+        if problems:
+            self.doc.add(Paragraph("Curve data problems: " + "; ".join(sorted(problems)) + ".", small=True))
+        if not any(isinstance(b, Figure) and "curve" in b.path.name for b in self.doc.blocks):
+            self.doc.add(Paragraph("No metrics.jsonl curves found.", small=True))
+
+    def compute_section(self) -> None:
+        self.doc.add(Heading("6. Compute", 2))
+        for ds in self.store.datasets():
+            table = details.compute_table(self.store.runs, ds, self.num)
+            if table:
+                self.doc.add(table)
+
+    def provenance_section(self) -> None:
+        self.doc.add(Heading("7. Provenance", 2))
+        if self.store.runs:
+            self.doc.add(details.provenance_table(self.store.runs, self.num))
+            versions = details.versions_table(self.store.runs, self.num)
+            if versions:
+                self.doc.add(versions)
+        for ref in sorted(self.store.references, key=lambda r: (r.dataset, r.split, r.name)):
+            self.doc.add(Paragraph(f"Reference log '{ref.name}' ({ref.dataset} {ref.split}, "
+                                   f"{display_name(ref.method)}, backbone {ref.backbone or 'unknown'}): imported "
+                                   f"from {ref.source_log}.", small=True))
+        self.doc.add(Heading("Interpretation register (S4MIM, MaskMatch)", 3))
+        table = details.register_table(self.register, self.num)
+        if self.register.problem:
+            self.doc.add(Paragraph(self.register.problem.replace(str(REPO_ROOT) + "/", ""), small=True))
+        if table:
+            self.doc.add(table)
+        elif not self.register.problem or self.register.entries:
+            self.doc.add(Paragraph("The register has no entries for S4MIM or MaskMatch.", small=True))
+
+    def skipped_section(self) -> None:
+        if not self.store.skipped:
+            return
+        self.doc.add(Heading("Skipped results", 2))
+        rows = [[self._rel(s.path), s.reason] for s in self.store.skipped]
+        self.doc.add(Table(["Folder or file", "Reason"], rows,
+                           self.num.table("Result folders left out of this report."),
+                           ["Fix or delete these and re-render; the rest of the report does not depend on them."],
+                           prose=True))
+        self.out.warnings += [f"skipped {self._rel(s.path)}: {s.reason}" for s in self.store.skipped]
+
+    def _rel(self, path: Path) -> str:
+        try:
+            return str(Path(path).relative_to(self.store.root))
+        except ValueError:
+            return str(path)
+
+
+def build_document(store: ResultsStore, published: list[PublishedEntry], register: RegisterState,
+                   out_dir: Path) -> BuildOutput:
+    b = _Builder(store, published, register, Path(out_dir))
+    b.intro()
+    b.main_comparison()
+    b.published_section()
+    b.ablation_section()
+    b.per_class_section()
+    b.curves_section()
+    b.compute_section()
+    b.provenance_section()
+    b.skipped_section()
+    return b.out
+

@@ -1,0 +1,90 @@
+"""Small shared helpers: the report's error type, atomic writes, names and orderings."""
+from __future__ import annotations
+
+import math
+import os
+import re
+import tempfile
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+# Methods whose results are our reading of an abstract-only paper (see methods/interpretations.yaml).
+PAPER_DESCRIPTION_METHODS = frozenset({"s4mim", "maskmatch"})
+PAPER_DESCRIPTION_MARK = "†"
+PAPER_DESCRIPTION_NOTE = (f"{PAPER_DESCRIPTION_MARK} our implementation from the paper's description "
+                          "(only the abstract is available; choices are listed in the interpretation register).")
+
+_DISPLAY = {"supervised": "Supervised", "fixmatch": "FixMatch", "unimatch": "UniMatch", "s4mim": "S4MIM",
+            "maskmatch": "MaskMatch"}
+# Baselines first, then the two methods the suite exists for; anything else follows alphabetically.
+_METHOD_ORDER = ["supervised", "fixmatch", "unimatch", "s4mim", "maskmatch"]
+
+DASH = "—"   # a missing cell
+
+
+class ReportError(ValueError):
+    """A user-facing problem (bad path, unreadable input): printed as one `error:` line, exit status 2."""
+
+
+def display_name(method: str, from_paper_description: bool = False) -> str:
+    name = _DISPLAY.get(method.lower(), method)
+    return name + PAPER_DESCRIPTION_MARK if from_paper_description else name
+
+
+def method_sort_key(method: str) -> tuple[int, str]:
+    m = method.lower()
+    return (_METHOD_ORDER.index(m), m) if m in _METHOD_ORDER else (len(_METHOD_ORDER), m)
+
+
+def split_sort_key(split: str) -> tuple[int, float, str]:
+    """Order splits by labelled fraction / count, fewest labels first ("92" < "183"; "1_16" < "1_8")."""
+    s = str(split)
+    m = re.fullmatch(r"(\d+)_(\d+)", s)
+    if m and int(m.group(2)):
+        return (1, int(m.group(1)) / int(m.group(2)), s)
+    if s.isdigit():
+        return (0, float(s), s)
+    m = re.search(r"(\d+)_(\d+)$", s)      # e.g. u2pl_1_16: after the plain splits, same inner order
+    if m and int(m.group(2)):
+        return (2, int(m.group(1)) / int(m.group(2)), s)
+    return (3, 0.0, s)
+
+
+def slugify(text: str) -> str:
+    slug = re.sub(r"[^a-z0-9_]+", "-", str(text).lower()).strip("-_")
+    return slug or "unnamed"
+
+
+def is_finite(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    _atomic_write(Path(path), text.encode("utf-8"))
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    _atomic_write(Path(path), data)
+
+
+def temp_path_beside(path: Path) -> Path:
+    """A fresh temp file name in the target's folder, for writers that want a path (matplotlib, reportlab);
+    the caller `os.replace`s it onto the target, so readers never see a half-written file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
+    os.close(fd)
+    return Path(tmp)

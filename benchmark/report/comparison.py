@@ -1,0 +1,162 @@
+"""Main comparison (methods × splits), significance vs the baselines, and published vs reproduced."""
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+
+from benchmark.report.common import (DASH, PAPER_DESCRIPTION_NOTE, display_name, method_sort_key,
+                                     split_sort_key)
+from benchmark.report.document import Numbering, Table
+from benchmark.report.published import PublishedEntry
+from benchmark.report.results_store import ReferenceRecord, RunRecord
+from benchmark.report.stats import (DECIMALS, SeedStats, fmt, fmt_cell, fmt_comparison, seed_stats, welch)
+
+REFERENCE_MARK = "‡"
+REFERENCE_NOTE = (f"{REFERENCE_MARK} official training log imported with `import-log` (one run, not re-run here); "
+                  "never marked as best, not part of the significance tests.")
+NOT_AVAILABLE = "not available"
+METRICS = {"best": "best-on-val mIoU (%)", "last": "last-iteration mIoU (%)"}
+
+
+def full_runs(runs: list[RunRecord], dataset: str) -> list[RunRecord]:
+    """Runs of the methods as published (no ablation variant)."""
+    return [r for r in runs if r.dataset == dataset and r.variant is None]
+
+
+def splits_of(runs, refs, dataset: str) -> list[str]:
+    found = {r.split for r in runs if r.dataset == dataset} | {r.split for r in refs if r.dataset == dataset}
+    return sorted(found, key=split_sort_key)
+
+
+def methods_of(runs: list[RunRecord]) -> list[str]:
+    return sorted({r.method for r in runs}, key=method_sort_key)
+
+
+def paper_flag(runs: list[RunRecord], method: str) -> bool:
+    return any(r.from_paper_description for r in runs if r.method == method)
+
+
+def stats_by(runs: list[RunRecord], metric: str) -> dict[tuple[str, str], SeedStats]:
+    """(method, split) -> seed statistics of best or last mIoU."""
+    values: dict[tuple[str, str], list[float]] = defaultdict(list)
+    for r in runs:
+        values[(r.method, r.split)].append(getattr(r, metric).miou)
+    return {k: seed_stats(v) for k, v in values.items()}
+
+
+def main_table(runs: list[RunRecord], refs: list[ReferenceRecord], dataset: str, metric: str,
+               num: Numbering) -> Table:
+    """One metric (best or last) for one dataset: reproduced rows, then imported official logs."""
+    fr = full_runs(runs, dataset)
+    ds_refs = [r for r in refs if r.dataset == dataset]
+    splits = splits_of(fr, ds_refs, dataset)
+    stats = stats_by(fr, metric)
+    rows, bold = [], set()
+    methods = methods_of(fr)
+    for method in methods:
+        rows.append([display_name(method, paper_flag(fr, method))]
+                    + [fmt_cell(stats[(method, s)]) if (method, s) in stats else DASH for s in splits])
+    # Best reproduced value per column, compared at display precision so visible ties are all marked.
+    for j, split in enumerate(splits, start=1):
+        means = {i: round(stats[(m, split)].mean, DECIMALS) for i, m in enumerate(methods)
+                 if (m, split) in stats and stats[(m, split)].n}
+        if means:
+            top = max(means.values())
+            bold.update((i, j) for i, v in means.items() if v == top)
+    for ref in sorted(ds_refs, key=lambda r: r.name):
+        point = getattr(ref, metric)
+        rows.append([f"{ref.name} {REFERENCE_MARK}"]
+                    + [fmt_cell(seed_stats([point.miou])) if s == ref.split else DASH for s in splits])
+    notes = [f"Cells: mean ± sample std over seeds (n = seeds with a finite value); {DASH} = no run for this "
+             "method and split; **bold** = best reproduced value in the column."]
+    if metric == "best":
+        notes.append("Best on val: the highest val mIoU over all evaluations of a run, as the official tables "
+                     "report it. It selects on the set it reports on, so it is optimistic; compare with the "
+                     "last-iteration table.")
+    else:
+        notes.append("Last iteration: val mIoU at the final evaluation of the run (no selection).")
+    diverged = sorted((r for r in fr if not math.isfinite(getattr(r, metric).miou)),
+                      key=lambda r: (method_sort_key(r.method), split_sort_key(r.split), r.seed))
+    if diverged:
+        listed = "; ".join(f"{display_name(r.method)} {r.split} seed {r.seed}" for r in diverged)
+        notes.append(f"NaN (diverged): mIoU was NaN, excluded from mean and std ('NaN excl.' counts them); "
+                     f"runs: {listed}.")
+    if any(paper_flag(fr, m) for m in methods):
+        notes.append(PAPER_DESCRIPTION_NOTE)
+    if ds_refs:
+        notes.append(REFERENCE_NOTE)
+    return Table(["Method"] + splits, rows, num.table(f"{dataset}: {METRICS[metric]}."), notes, bold)
+
+
+def significance_table(runs: list[RunRecord], dataset: str, num: Numbering) -> Table | None:
+    fr = full_runs(runs, dataset)
+    splits = splits_of(fr, [], dataset)
+    stats = stats_by(fr, "best")
+    methods = methods_of(fr)
+    rows = []
+    for method in methods:
+        for base in ("supervised", "unimatch"):
+            if method == base or base not in methods:
+                continue
+            if method == "supervised":
+                continue
+            cells = [fmt_comparison(welch(stats[(method, s)], stats[(base, s)]))
+                     if (method, s) in stats and (base, s) in stats else DASH for s in splits]
+            rows.append([f"{display_name(method, paper_flag(fr, method))} vs {display_name(base)}"] + cells)
+    if not rows:
+        return None
+    notes = ["Δ = difference of mean best-on-val mIoU (points); p from a two-sided Welch t-test over seeds "
+             "(unequal variances); * p < 0.05, no correction for multiple comparisons. 'not enough seeds': "
+             "fewer than 2 finite seeds on one side."]
+    if any(paper_flag(fr, m) for m in methods):
+        notes.append(PAPER_DESCRIPTION_NOTE)
+    return Table(["Comparison"] + splits, rows, num.table(f"{dataset}: significance of best-on-val differences."),
+                 notes)
+
+
+def published_table(runs: list[RunRecord], refs: list[ReferenceRecord], published: list[PublishedEntry],
+                    dataset: str, num: Numbering) -> Table | None:
+    entries = [e for e in published if e.dataset == dataset]
+    if not entries:
+        return None
+    fr = full_runs(runs, dataset)
+    stats = stats_by(fr, "best")
+    ds_refs = [r for r in refs if r.dataset == dataset]
+    sources: list[str] = []
+    entries.sort(key=lambda e: (method_sort_key(e.method), e.backbone or "~", split_sort_key(e.split)))
+    rows = []
+    for e in entries:
+        if e.source not in sources:
+            sources.append(e.source)
+        ours = stats.get((e.method, e.split))
+        our_backbones = sorted({r.backbone or "?" for r in fr if r.method == e.method and r.split == e.split})
+        have_ours = ours is not None and ours.n > 0
+        if e.miou is None:
+            delta = NOT_AVAILABLE
+        elif not have_ours:
+            delta = DASH
+        else:
+            delta = fmt(ours.mean - e.miou, signed=True)
+            if e.backbone and our_backbones and our_backbones != [e.backbone]:
+                delta += " (other backbone)"
+        log_best = [r.best.miou for r in ds_refs if r.method == e.method and r.split == e.split
+                    and (r.backbone is None or e.backbone is None or r.backbone == e.backbone)]
+        rows.append([
+            display_name(e.method, paper_flag(fr, e.method) or e.method in ("s4mim", "maskmatch")), e.split,
+            e.backbone or NOT_AVAILABLE, str(e.crop) if e.crop is not None else NOT_AVAILABLE,
+            fmt(e.miou) if e.miou is not None else NOT_AVAILABLE,
+            fmt_cell(ours) if ours is not None else DASH,
+            ", ".join(our_backbones) if our_backbones else DASH, delta,
+            ", ".join(fmt(v) for v in log_best) if log_best else DASH,
+            f"[{sources.index(e.source) + 1}]"])
+    notes = ["Reproduced: best-on-val mean ± std over seeds of our full-method runs. Δ = reproduced − published "
+             "(points), only where both exist; '(other backbone)' marks a Δ across different backbones (e.g. a "
+             "small CPU backbone vs the paper's ResNet-101) — a gap to read, not an error. 'not available': the "
+             "published value is null in benchmark/data/published.yaml until someone copies it from the paper."]
+    notes += [f"[{i}] {s}" for i, s in enumerate(sources, start=1)]
+    if any(e.method in ("s4mim", "maskmatch") for e in entries) or any(paper_flag(fr, m) for m in methods_of(fr)):
+        notes.append(PAPER_DESCRIPTION_NOTE)
+    columns = ["Method", "Split", "Backbone (published)", "Crop", "Published", "Reproduced",
+               "Backbone (ours)", "Δ", "Official log", "Source"]
+    return Table(columns, rows, num.table(f"{dataset}: published vs reproduced (best-on-val mIoU, %)."), notes,
+                 key_columns=2)

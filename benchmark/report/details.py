@@ -1,0 +1,191 @@
+"""Per-class IoU, compute cost and provenance tables."""
+from __future__ import annotations
+
+import math
+import re
+import statistics
+from collections import Counter, defaultdict
+
+import pandas as pd
+
+from benchmark.report.common import (DASH, REPO_ROOT, PAPER_DESCRIPTION_METHODS, PAPER_DESCRIPTION_NOTE, display_name,
+                                     method_sort_key, slugify, split_sort_key)
+from benchmark.report.comparison import REFERENCE_MARK, REFERENCE_NOTE, methods_of, paper_flag
+from benchmark.report.document import Numbering, Table
+from benchmark.report.published import REGISTER_FIELDS, RegisterState
+from benchmark.report.results_store import ReferenceRecord, RunRecord
+from benchmark.report.stats import fmt, seed_stats
+
+# ---------------------------------------------------------------------------------------------- per class
+
+
+def _norm(name: str) -> str:
+    # Official logs say "tv/monitor" and "dining table" where the catalogue says "tvmonitor"/"diningtable".
+    return re.sub(r"[^a-z0-9]", "", name.lower())
+
+
+def per_class_frame(runs: list[RunRecord], refs: list[ReferenceRecord], dataset: str, split: str) -> pd.DataFrame:
+    """Index: class names in evaluation order. Columns: one per method (mean IoU over seeds of the best-on-val
+    evaluation), `std <m>`, `n <m>`, `gain <m>` (vs supervised), then imported official logs."""
+    fr = [r for r in runs if r.dataset == dataset and r.split == split and r.variant is None
+          and math.isfinite(r.best.miou) and r.best.per_class]
+    classes: list[str] = []
+    for r in fr:
+        classes += [c for c in r.best.per_class if c not in classes]
+    frame = pd.DataFrame(index=pd.Index(classes, name="class"))
+    for method in methods_of(fr):
+        rs = [r for r in fr if r.method == method]
+        st = [seed_stats([r.best.per_class.get(c) for r in rs]) for c in classes]
+        frame[method] = [s.mean for s in st]
+        frame[f"std {method}"] = [s.std for s in st]
+        frame[f"n {method}"] = [s.n for s in st]
+    if "supervised" in frame:
+        for method in methods_of(fr):
+            if method != "supervised":
+                frame[f"gain {method}"] = frame[method] - frame["supervised"]
+    for ref in refs:
+        if ref.dataset == dataset and ref.split == split and classes:
+            by_norm = {_norm(k): v for k, v in ref.best.per_class.items()}
+            if any(_norm(c) in by_norm for c in classes):
+                frame[f"{ref.name} {REFERENCE_MARK}"] = [by_norm.get(_norm(c), math.nan) for c in classes]
+    return frame
+
+
+def per_class_table(frame: pd.DataFrame, runs: list[RunRecord], dataset: str, split: str,
+                    num: Numbering) -> Table:
+    methods = [c for c in frame.columns if not c.startswith(("std ", "n ", "gain "))]
+    gains = [c for c in frame.columns if c.startswith("gain ")]
+    run_methods = [m for m in methods if not m.endswith(REFERENCE_MARK)]
+    labels = {m: display_name(m, paper_flag(runs, m)) if m in run_methods else m for m in methods}
+    columns = ["Class"] + [labels[m] for m in methods] + \
+              [f"Δ {display_name(g[5:], paper_flag(runs, g[5:]))}" for g in gains]
+    rows, bold = [], set()
+    for i, cls in enumerate(frame.index):
+        vals = {m: frame.at[cls, m] for m in run_methods}
+        finite = [v for v in vals.values() if isinstance(v, float) and math.isfinite(v)]
+        top = round(max(finite), 2) if finite else None
+        row = [cls]
+        for j, m in enumerate(methods, start=1):
+            row.append(fmt(frame.at[cls, m]))
+            if m in run_methods and top is not None and round(frame.at[cls, m], 2) == top and len(finite) > 1:
+                bold.add((i, j))
+        row += [fmt(frame.at[cls, g], signed=True) for g in gains]
+        rows.append(row)
+    notes = ["IoU (%) at each run's best-on-val evaluation, mean over seeds; **bold** = best reproduced method "
+             "for the class; Δ = gain over the supervised baseline (points). Per-seed std: "
+             f"tables/per_class_{slugify(dataset)}_{slugify(split)}.csv beside this report."]
+    if any(paper_flag(runs, m) for m in run_methods):
+        notes.append(PAPER_DESCRIPTION_NOTE)
+    if len(run_methods) < len(methods):
+        notes.append(REFERENCE_NOTE)
+    return Table(columns, rows, num.table(f"{dataset}, split {split}: per-class IoU (%)."), notes, bold)
+
+
+# ---------------------------------------------------------------------------------------------- compute
+# (summary field, column, scale, decimals): precision a reader can use, not what the timer printed.
+COMPUTE_FIELDS = [("wall_time_s", "Wall (min)", 1 / 60, 1), ("step_time_s", "Step (ms)", 1000.0, 1),
+                  ("images_per_s", "Images/s", 1.0, 1), ("peak_memory_mb", "Peak mem (MB)", 1.0, 0)]
+
+
+def compute_table(runs: list[RunRecord], dataset: str, num: Numbering) -> Table | None:
+    fr = [r for r in runs if r.dataset == dataset and r.variant is None]
+    if not fr:
+        return None
+    groups: dict[tuple[str, str], list[RunRecord]] = defaultdict(list)
+    for r in fr:
+        groups[(r.split, r.method)].append(r)
+
+    def mean_of(rs, attr):
+        vals = [getattr(r, attr) for r in rs if getattr(r, attr) is not None]
+        return statistics.fmean(vals) if vals else None
+
+    rows = []
+    for (split, method) in sorted(groups, key=lambda k: (split_sort_key(k[0]), method_sort_key(k[1]))):
+        rs = groups[(split, method)]
+        sup = groups.get((split, "supervised"))
+        devices = sorted({r.device or "?" for r in rs})
+        row = [split, display_name(method, paper_flag(fr, method)), ", ".join(devices), str(len(rs))]
+        for attr, _, scale, decimals in COMPUTE_FIELDS:
+            v = mean_of(rs, attr)
+            base = mean_of(sup, attr) if sup else None
+            row.append(f"{v * scale:.{decimals}f}" if v is not None else DASH)
+            row.append(f"×{v / base:.2f}" if v is not None and base else DASH)
+        rows.append(row)
+    columns = ["Split", "Method", "Device", "Runs"]
+    for _, label, _, _ in COMPUTE_FIELDS:
+        columns += [label, "rel."]
+    notes = ["Means over seeds of the trainer's own measurements; rel. = ratio to the supervised baseline on "
+             "the same split (×1.00 = same cost). Wall time includes evaluation. Peak memory is the "
+             "accelerator's peak allocation (— where the device does not report it)."]
+    devices = {r.device for r in fr if r.device}
+    if len(devices) > 1:
+        notes.append(f"Runs on different devices ({', '.join(sorted(devices))}): compare cost within a device.")
+    if any(paper_flag(fr, m) for m in methods_of(fr)):
+        notes.append(PAPER_DESCRIPTION_NOTE)
+    return Table(columns, rows, num.table(f"{dataset}: compute per run."), notes, key_columns=2)
+
+
+# ---------------------------------------------------------------------------------------------- provenance
+def _short(values: list[str], width: int = 10, keep: int = 2) -> str:
+    uniq = sorted({v[:width] for v in values if v})
+    if not uniq:
+        return DASH
+    text = ", ".join(uniq[:keep])
+    return text + (f" +{len(uniq) - keep} more" if len(uniq) > keep else "")
+
+
+def provenance_table(runs: list[RunRecord], num: Numbering) -> Table:
+    groups: dict[tuple[str, str, str], list[RunRecord]] = defaultdict(list)
+    for r in runs:
+        groups[(r.dataset, r.split, r.label)].append(r)
+    rows = []
+    for key in sorted(groups, key=lambda k: (k[0], split_sort_key(k[1]), method_sort_key(k[2]))):
+        rs = groups[key]
+        rows.append([key[0], key[1], key[2], ", ".join(str(s) for s in sorted(r.seed for r in rs)),
+                     _short([r.profile or "" for r in rs], 24), _short([r.device or "" for r in rs], 24),
+                     _short([r.git_commit or "" for r in rs]), _short([r.config_hash or "" for r in rs])])
+    notes = ["Run = run name (method, or method__variant). Commits and config hashes are shortened to 10 "
+             "characters; the full values are in each run's summary.json."]
+    commits = {r.git_commit for r in runs if r.git_commit}
+    if len(commits) > 1:
+        notes.append(f"The runs come from {len(commits)} different commits: differences between methods may "
+                     "include code changes.")
+    return Table(["Dataset", "Split", "Run", "Seeds", "Profile", "Device", "Git commit", "Config hash"], rows,
+                 num.table("Provenance of every reported run."), notes, key_columns=3)
+
+
+def versions_table(runs: list[RunRecord], num: Numbering) -> Table | None:
+    counts: Counter = Counter()
+    for r in runs:
+        for k, v in r.versions.items():
+            counts[(str(k), str(v))] += 1
+    if not counts:
+        return None
+    rows = [[k, v, str(n)] for (k, v), n in sorted(counts.items())]
+    notes = []
+    if any(sum(1 for (k2, _) in counts if k2 == k) > 1 for (k, _) in counts):
+        notes.append("Several versions of one package: the runs were not made in one environment.")
+    return Table(["Package", "Version", "Runs"], rows, num.table("Software versions recorded by the runs."), notes)
+
+
+def register_table(register: RegisterState, num: Numbering) -> Table | None:
+    wanted = [e for e in register.entries if str(e.get("method", "")).lower() in PAPER_DESCRIPTION_METHODS]
+    if not wanted:
+        return None
+    wanted.sort(key=lambda e: method_sort_key(str(e.get("method", ""))))   # stable: keeps the file order
+    rows = []
+    for e in wanted:
+        row = [str(e.get(f)) if e.get(f) not in (None, "") else DASH for f in REGISTER_FIELDS]
+        row[1] = display_name(str(e.get("method")), True)
+        rows.append(row)
+    columns = ["ID", "Method", "Topic", "Paper says", "We chose", "Why", "Config key"]
+    return Table(columns, rows, num.table("Interpretation register: what S4MIM and MaskMatch leave open, and our "
+                                          "choices."),
+                 [PAPER_DESCRIPTION_NOTE, f"Source: `{_display_path(register.path)}`."], key_columns=2, prose=True)
+
+
+def _display_path(path) -> str:
+    try:
+        return str(path.resolve().relative_to(REPO_ROOT))
+    except ValueError:
+        return str(path)

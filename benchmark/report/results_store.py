@@ -1,0 +1,301 @@
+"""Reading the results tree: run folders (summary.json, metrics.jsonl, config.yaml) and imported reference logs.
+
+A malformed run folder never stops the report: it becomes a `Skipped` entry that the report lists by path.
+Only the summary's own fields identify a run (dataset, split, method, variant, seed); folder names are
+never parsed.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from benchmark.report.common import PAPER_DESCRIPTION_METHODS, ReportError, is_finite
+
+# Statuses whose numbers are reported. A diverged run keeps its row so the table can say "NaN (diverged)".
+REPORTED_STATUSES = {"complete", "diverged"}
+
+
+@dataclass(frozen=True)
+class EvalPoint:
+    iter: int | None
+    miou: float                     # NaN when the run diverged
+    per_class: dict[str, float]
+
+
+@dataclass
+class RunRecord:
+    path: Path
+    dataset: str
+    split: str
+    method: str
+    variant: str | None
+    seed: int
+    status: str
+    best: EvalPoint
+    last: EvalPoint
+    components: dict[str, Any] = field(default_factory=dict)
+    overrides: dict[str, Any] = field(default_factory=dict)
+    profile: str | None = None
+    iters: int | None = None
+    wall_time_s: float | None = None
+    step_time_s: float | None = None
+    images_per_s: float | None = None
+    peak_memory_mb: float | None = None
+    device: str | None = None
+    versions: dict[str, Any] = field(default_factory=dict)
+    git_commit: str | None = None
+    config_hash: str | None = None
+    backbone: str | None = None
+    from_paper_description: bool = False
+
+    @property
+    def label(self) -> str:
+        """The run name as the trainer writes it: method, or method__variant for ablation variants."""
+        return f"{self.method}__{self.variant}" if self.variant else self.method
+
+
+@dataclass
+class ReferenceRecord:
+    """An official training log imported by `import-log` (one run, so n = 1)."""
+    path: Path
+    name: str
+    dataset: str
+    split: str
+    method: str
+    backbone: str | None
+    best: EvalPoint
+    last: EvalPoint
+    curve: list[tuple[int, float]]            # (epoch, mIoU)
+    source_log: str
+
+
+@dataclass(frozen=True)
+class Skipped:
+    path: Path
+    reason: str
+
+
+@dataclass
+class ResultsStore:
+    root: Path
+    runs: list[RunRecord]
+    references: list[ReferenceRecord]
+    skipped: list[Skipped]
+
+    def datasets(self) -> list[str]:
+        return sorted({r.dataset for r in self.runs} | {r.dataset for r in self.references})
+
+
+# ----------------------------------------------------------------------------------------------------------
+def load_results(root: Path) -> ResultsStore:
+    root = Path(root)
+    if not root.exists():
+        raise ReportError(f"results folder {root} does not exist (train something first, or pass --results)")
+    if not root.is_dir():
+        raise ReportError(f"--results {root} is not a folder")
+    runs, skipped = _load_runs(root / "runs")
+    references, ref_skipped = _load_references(root / "references")
+    return ResultsStore(root, runs, references, skipped + ref_skipped)
+
+
+def _load_runs(runs_root: Path) -> tuple[list[RunRecord], list[Skipped]]:
+    runs: list[RunRecord] = []
+    skipped: list[Skipped] = []
+    seen: dict[tuple, Path] = {}
+    if not runs_root.is_dir():
+        return runs, skipped
+    for folder in sorted(_run_folders(runs_root)):
+        try:
+            run = parse_run_folder(folder)
+        except _Malformed as exc:
+            skipped.append(Skipped(folder, str(exc)))
+            continue
+        key = (run.dataset, run.split, run.label, run.seed)
+        if key in seen:    # the same seed twice would be counted twice in the mean
+            skipped.append(Skipped(folder, f"duplicate of {seen[key]} (same dataset, split, run, seed)"))
+            continue
+        seen[key] = folder
+        runs.append(run)
+    return runs, skipped
+
+
+def _run_folders(runs_root: Path) -> set[Path]:
+    """Leaf folders that hold any run artefact; one with metrics but no summary is an unfinished run."""
+    folders = set()
+    for name in ("summary.json", "metrics.jsonl", "checkpoint.pt"):
+        folders.update(p.parent for p in runs_root.rglob(name))
+    return folders
+
+
+class _Malformed(Exception):
+    pass
+
+
+def _number(value: Any, where: str) -> float:
+    # JSON has no NaN literal in the standard, but Python writes/reads `NaN`; null is accepted as NaN too.
+    if value is None:
+        return math.nan
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise _Malformed(f"summary.json: {where} must be a number, got {value!r}")
+    return float(value)
+
+
+def _eval_point(raw: Any, where: str, required: bool) -> EvalPoint:
+    if raw is None and not required:
+        return EvalPoint(None, math.nan, {})
+    if not isinstance(raw, dict) or "miou" not in raw:
+        raise _Malformed(f"summary.json: {where} must be an object with 'miou'")
+    miou = _number(raw.get("miou"), f"{where}.miou")
+    it = raw.get("iter")
+    if it is not None and (isinstance(it, bool) or not isinstance(it, int)):
+        raise _Malformed(f"summary.json: {where}.iter must be an integer, got {it!r}")
+    per_class_raw = raw.get("per_class") or {}
+    if not isinstance(per_class_raw, dict):
+        raise _Malformed(f"summary.json: {where}.per_class must be an object")
+    per_class = {str(k): _number(v, f"{where}.per_class[{k}]") for k, v in per_class_raw.items()}
+    return EvalPoint(it, miou, per_class)
+
+
+def parse_run_folder(folder: Path) -> RunRecord:
+    summary_path = folder / "summary.json"
+    if not summary_path.exists():
+        raise _Malformed("no summary.json (run unfinished or interrupted)")
+    try:
+        s = json.loads(summary_path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise _Malformed(f"summary.json is not valid JSON ({exc})") from None
+    if not isinstance(s, dict):
+        raise _Malformed("summary.json is not a JSON object")
+    for key, kind in (("dataset", str), ("method", str)):
+        if not isinstance(s.get(key), kind) or not s[key]:
+            raise _Malformed(f"summary.json: missing or empty '{key}'")
+    if not isinstance(s.get("split"), (str, int)) or isinstance(s.get("split"), bool):
+        raise _Malformed("summary.json: missing 'split'")
+    if not isinstance(s.get("seed"), int) or isinstance(s.get("seed"), bool):
+        raise _Malformed("summary.json: missing or non-integer 'seed'")
+    status = str(s.get("status", "complete"))
+    best = _eval_point(s.get("best"), "best", required=True)
+    last = _eval_point(s.get("last"), "last", required=False)
+    diverged = not math.isfinite(best.miou) or not math.isfinite(last.miou)
+    if status not in REPORTED_STATUSES and not diverged:
+        raise _Malformed(f"status is {status!r}, not 'complete'")
+    variant = s.get("variant")
+    method = s["method"]
+    paper = s.get("from_paper_description")
+    return RunRecord(
+        path=folder, dataset=s["dataset"], split=str(s["split"]), method=method,
+        variant=str(variant) if variant not in (None, "") else None, seed=s["seed"], status=status,
+        best=best, last=last,
+        components=_dict(s.get("components"), "components"), overrides=_dict(s.get("overrides"), "overrides"),
+        profile=_opt_str(s.get("profile")), iters=s.get("iters") if isinstance(s.get("iters"), int) else None,
+        wall_time_s=_opt_float(s.get("wall_time_s")), step_time_s=_opt_float(s.get("step_time_s")),
+        images_per_s=_opt_float(s.get("images_per_s")), peak_memory_mb=_opt_float(s.get("peak_memory_mb")),
+        device=_opt_str(s.get("device")), versions=s.get("versions") if isinstance(s.get("versions"), dict) else {},
+        git_commit=_opt_str(s.get("git_commit")), config_hash=_opt_str(s.get("config_hash")),
+        backbone=_opt_str(s.get("backbone")) or _backbone_from_config(folder),
+        from_paper_description=bool(paper) if isinstance(paper, bool) else method.lower() in PAPER_DESCRIPTION_METHODS,
+    )
+
+
+def _dict(value: Any, where: str) -> dict:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise _Malformed(f"summary.json: '{where}' must be an object, got {type(value).__name__}")
+    return value
+
+
+def _opt_float(value: Any) -> float | None:
+    return float(value) if is_finite(value) else None
+
+
+def _opt_str(value: Any) -> str | None:
+    return str(value) if value not in (None, "") else None
+
+
+def _backbone_from_config(folder: Path) -> str | None:
+    value = config_value(folder, "model.backbone")
+    return str(value) if value is not None else None
+
+
+def config_value(folder: Path, dotted_key: str) -> Any:
+    """A value from the run's resolved config.yaml (None when absent or unreadable: it is only a label)."""
+    path = folder / "config.yaml"
+    if not path.exists():
+        return None
+    try:
+        node = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError):
+        return None
+    for part in dotted_key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def load_curve(run: RunRecord) -> tuple[list[tuple[int, float]], str | None]:
+    """(iter, mIoU) pairs from metrics.jsonl, and a problem description if some lines were unusable."""
+    path = run.path / "metrics.jsonl"
+    if not path.exists():
+        return [], "no metrics.jsonl"
+    points, bad = [], 0
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+            it, miou = rec["iter"], rec["miou"]
+            points.append((int(it), float(miou) if miou is not None else math.nan))
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+            bad += 1   # a torn last line from a killed run must not hide the rest of the curve
+    return sorted(points), (f"{bad} unreadable line(s) in metrics.jsonl" if bad else None)
+
+
+# ----------------------------------------------------------------------------------------------------------
+def _load_references(ref_root: Path) -> tuple[list[ReferenceRecord], list[Skipped]]:
+    refs, skipped = [], []
+    if not ref_root.is_dir():
+        return refs, skipped
+    for path in sorted(ref_root.rglob("*.json")):
+        try:
+            refs.append(parse_reference(path))
+        except _Malformed as exc:
+            skipped.append(Skipped(path, str(exc)))
+    return refs, skipped
+
+
+def parse_reference(path: Path) -> ReferenceRecord:
+    try:
+        r = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise _Malformed(f"not valid JSON ({exc})") from None
+    if not isinstance(r, dict) or r.get("kind") != "reference_log":
+        raise _Malformed("not a reference-log file (kind != 'reference_log')")
+    try:
+        def point(raw):
+            return EvalPoint(raw.get("epoch"), float(raw["miou"]),
+                             {str(k): float(v) for k, v in (raw.get("per_class") or {}).items()})
+        return ReferenceRecord(
+            path=path, name=str(r["name"]), dataset=str(r["dataset"]), split=str(r["split"]),
+            method=str(r.get("method", "unimatch")), backbone=_opt_str(r.get("backbone")),
+            best=point(r["best"]), last=point(r["last"]),
+            curve=[(int(p["epoch"]), float(p["miou"])) for p in r.get("curve", [])],
+            source_log=str(r.get("source_log", "")))
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise _Malformed(f"reference file is missing or has a bad field ({exc!r})") from None
+
+
+def require_results(store: ResultsStore) -> None:
+    if store.runs or store.references:
+        return
+    where = store.root / "runs"
+    detail = f"; {len(store.skipped)} folder(s) skipped as malformed" if store.skipped else ""
+    first = f" (first: {store.skipped[0].path}: {store.skipped[0].reason})" if store.skipped else ""
+    raise ReportError(f"no results to report: no completed run under {where} and no imported reference log "
+                      f"under {store.root / 'references'}{detail}{first}")
