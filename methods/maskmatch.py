@@ -41,7 +41,7 @@ class MaskMatchParams:
     base: str = "fixmatch"          # fixmatch | unimatch: the weak-to-strong framework MaskMatch sits on
     weight_fp: float = 0.5          # base=unimatch only: UniMatch's share of the feature-perturbed stream
     teacher: str = "same"           # same (the student under no-grad, as FixMatch) | ema (a mean-teacher copy)
-    ema_momentum: float = 0.999     # teacher=ema: θ_T ← m θ_T + (1 − m) θ_S, m warmed up as min(1 − 1/(t+1), m)
+    ema_momentum: float = 0.999     # teacher=ema: θ_T ← m θ_T + (1 − m) θ_S; warm-up min(1 − 1/(t+1), m)
     patch_size: int = 0             # masking patch side in px; 0 = 1/8 of the crop side (MIC: 64 px on 512)
     mask_ratio: float = 0.7         # share of patches hidden ("even with 30% only" visible)
     mask_fill: float = 0.0          # value of hidden pixels after normalisation (0 = the mean colour, as MIC)
@@ -173,7 +173,7 @@ class MaskMatch(Method):
         if not 0.0 <= p.mask_ratio < 1.0:
             raise MethodError(f"method.mask_ratio must be in [0, 1), got {p.mask_ratio}")
         if p.patch_size < 0:
-            raise MethodError(f"method.patch_size must be a number of pixels (0: 1/8 of the crop), got {p.patch_size}")
+            raise MethodError(f"method.patch_size must be pixels >= 0 (0: 1/8 of the crop), got {p.patch_size}")
         if not 0.0 <= p.ema_momentum <= 1.0:
             raise MethodError(f"method.ema_momentum must be in [0, 1], got {p.ema_momentum}")
         if not p.scales or not all(isinstance(s, (int, float)) and not isinstance(s, bool) and s > 0

@@ -12,7 +12,8 @@ from benchmark.report.common import (DASH, PAPER_DESCRIPTION_NOTE, display_name,
                                      split_sort_key)
 from benchmark.report.document import Numbering, Table
 from benchmark.report.results_store import RunRecord, config_value
-from benchmark.report.stats import SeedStats, fmt_cell, fmt_comparison, seed_stats, welch
+from benchmark.report.stats import (SeedStats, fmt_cell, fmt_comparison, p_value_method, seed_stats,
+                                     welch)
 
 FULL = "full"   # the row label of the un-ablated method
 
@@ -95,8 +96,8 @@ def ablation_table(group: AblationGroup, num: Numbering) -> Table:
                 row.append(fmt_comparison(welch(st, full_st)))
         rows.append(row)
     title = display_name(group.method, group.from_paper_description)
-    notes = ["Best-on-val mIoU, mean ± std over seeds; Δ = variant − full method (points) with a two-sided "
-             "Welch t-test p where both sides have ≥ 2 seeds; * p < 0.05."]
+    notes = ["Best-on-val mIoU, mean ± std over seeds; Δ = variant − full method (points) with p from a "
+             f"{p_value_method()} where both sides have ≥ 2 seeds; * p < 0.05."]
     if not group.full:
         notes.append("No full-method run for these splits: Δ cannot be computed.")
     if group.from_paper_description:

@@ -9,7 +9,8 @@ from benchmark.report.common import (DASH, PAPER_DESCRIPTION_NOTE, display_name,
 from benchmark.report.document import Numbering, Table
 from benchmark.report.published import PublishedEntry
 from benchmark.report.results_store import ReferenceRecord, RunRecord
-from benchmark.report.stats import (DECIMALS, SeedStats, fmt, fmt_cell, fmt_comparison, seed_stats, welch)
+from benchmark.report.stats import (DECIMALS, SeedStats, fmt, fmt_cell, fmt_comparison, p_value_method,
+                                     seed_stats, welch)
 
 REFERENCE_MARK = "‡"
 REFERENCE_NOTE = (f"{REFERENCE_MARK} official training log imported with `import-log` (one run, not re-run here); "
@@ -105,9 +106,9 @@ def significance_table(runs: list[RunRecord], dataset: str, num: Numbering) -> T
             rows.append([f"{display_name(method, paper_flag(fr, method))} vs {display_name(base)}"] + cells)
     if not rows:
         return None
-    notes = ["Δ = difference of mean best-on-val mIoU (points); p from a two-sided Welch t-test over seeds "
-             "(unequal variances); * p < 0.05, no correction for multiple comparisons. 'not enough seeds': "
-             "fewer than 2 finite seeds on one side."]
+    notes = [f"Δ = difference of mean best-on-val mIoU (points); p from a {p_value_method()} over seeds; "
+             "* p < 0.05, no correction for multiple comparisons. 'not enough seeds': fewer than 2 finite seeds "
+             "on one side."]
     if any(paper_flag(fr, m) for m in methods):
         notes.append(PAPER_DESCRIPTION_NOTE)
     return Table(["Comparison"] + splits, rows, num.table(f"{dataset}: significance of best-on-val differences."),

@@ -87,6 +87,16 @@ def welch(a: SeedStats, b: SeedStats) -> Comparison:
     return Comparison(delta, float(res.pvalue), "Welch t")
 
 
+def p_value_method() -> str:
+    """How p-values are computed in this environment, for the notes under the tables."""
+    try:
+        import scipy  # noqa: F401
+    except ImportError:
+        return ("normal approximation of Welch's t statistic (scipy not installed: anti-conservative with "
+                "few seeds)")
+    return "two-sided Welch t-test (scipy, unequal variances)"
+
+
 def fmt_comparison(c: Comparison | None) -> str:
     if c is None:
         return DASH
