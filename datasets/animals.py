@@ -399,7 +399,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m datasets.animals", description=__doc__.split("\n\n")[0])
     parser.add_argument("--root", help="output folder (default: the catalogue's data/animals or data/animals_tiny "
                                        "under the repository root)")
-    parser.add_argument("--variant", default="default", choices=sorted(VARIANTS))
+    parser.add_argument("--variant", default="default", choices=sorted(VARIANTS), help="; ".join(
+        f"{name}: {v.image_size}px, {v.num_train} train / {v.num_val} val" for name, v in VARIANTS.items()))
     parser.add_argument("--seed", type=int, default=0, help="dataset seed (default 0)")
     parser.add_argument("--force", action="store_true", help="regenerate even if a complete copy exists")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")

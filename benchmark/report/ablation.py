@@ -64,18 +64,28 @@ def ablation_groups(runs: list[RunRecord]) -> list[AblationGroup]:
     return groups
 
 
+def _dotted(overrides: dict) -> dict:
+    """Override keys as dotted config keys: the trainer records method parameters without the `method.`
+    prefix (`mask_ratio`), a hand-written summary may carry it (`method.mask_ratio`); both mean the same."""
+    return {(k if "." in str(k) else f"method.{k}"): v for k, v in overrides.items()}
+
+
+def changes(run: RunRecord, full_runs: list[RunRecord]) -> tuple[dict, dict]:
+    """(components, overrides) in which the variant differs from the full method. Settings a profile applies
+    to every run of the method appear in both and are not changes."""
+    if not full_runs:   # nothing to compare with: switched-off components and every override are the news
+        return {k: v for k, v in run.components.items() if v is False}, _dotted(run.overrides)
+    base_c, base_o = full_runs[0].components, _dotted(full_runs[0].overrides)
+    comps = {k: v for k, v in run.components.items() if base_c.get(k, not v) != v}
+    overrides = {k: v for k, v in _dotted(run.overrides).items() if k not in base_o or base_o[k] != v}
+    return comps, overrides
+
+
 def describe_change(variant_runs: list[RunRecord], full_runs: list[RunRecord]) -> str:
     """What the variant changes: components switched relative to the full method, then overrides."""
-    run = variant_runs[0]
-    base = full_runs[0].components if full_runs else {}
-    parts = []
-    for name, on in sorted(run.components.items()):
-        if name in base and base[name] == on:
-            continue
-        if name not in base and on:        # without a full run, only switched-off components are news
-            continue
-        parts.append(f"{name} {'on' if on else 'off'}")
-    parts += [f"{k}={v}" for k, v in sorted(run.overrides.items())]
+    comps, overrides = changes(variant_runs[0], full_runs)
+    parts = [f"{name} {'on' if on else 'off'}" for name, on in sorted(comps.items())]
+    parts += [f"{k}={v}" for k, v in sorted(overrides.items())]
     return ", ".join(parts) if parts else DASH
 
 
@@ -118,15 +128,13 @@ def bar_data(group: AblationGroup) -> list[tuple[str, str, float, float, int]]:
 
 
 def sweeps(group: AblationGroup) -> list[Sweep]:
-    base_components = group.full[0].components if group.full else None
     by_key: dict[str, list[tuple[float, RunRecord]]] = defaultdict(list)
     for rs in group.variants.values():
         for r in rs:
-            if len(r.overrides) != 1:
-                continue
-            if base_components is not None and r.components and r.components != base_components:
-                continue   # a component was switched too: not a clean sweep point
-            (key, value), = r.overrides.items()
+            comps, overrides = changes(r, group.full)
+            if comps or len(overrides) != 1:
+                continue   # a component switched too, or several keys: not a clean sweep point
+            (key, value), = overrides.items()
             if is_finite(value):
                 by_key[key].append((float(value), r))
     result = []
@@ -151,8 +159,9 @@ def sweeps(group: AblationGroup) -> list[Sweep]:
 
 
 def _default_value(full: list[RunRecord], dotted_key: str) -> float | None:
+    """The full method's value of the swept key: its summary's overrides, else its resolved config.yaml."""
     for r in full:
-        value = config_value(r.path, dotted_key)
+        value = _dotted(r.overrides).get(dotted_key, config_value(r.path, dotted_key))
         if is_finite(value):
             return float(value)
     return None

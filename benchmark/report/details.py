@@ -103,7 +103,7 @@ def compute_table(runs: list[RunRecord], dataset: str, num: Numbering) -> Table 
     for (split, method) in sorted(groups, key=lambda k: (split_sort_key(k[0]), method_sort_key(k[1]))):
         rs = groups[(split, method)]
         sup = groups.get((split, "supervised"))
-        devices = sorted({r.device or "?" for r in rs})
+        devices = sorted({r.device or DASH for r in rs})
         row = [split, display_name(method, paper_flag(fr, method)), ", ".join(devices), str(len(rs))]
         for attr, _, scale, decimals in COMPUTE_FIELDS:
             v = mean_of(rs, attr)
@@ -115,8 +115,9 @@ def compute_table(runs: list[RunRecord], dataset: str, num: Numbering) -> Table 
     for _, label, _, _ in COMPUTE_FIELDS:
         columns += [label, "rel."]
     notes = ["Means over seeds of the trainer's own measurements; rel. = ratio to the supervised baseline on "
-             "the same split (×1.00 = same cost). Wall time includes evaluation. Peak memory is the "
-             "accelerator's peak allocation (— where the device does not report it)."]
+             "the same split (×1.00 = same cost). Wall time includes evaluation. Peak memory as the trainer "
+             "records it: the accelerator's peak allocation on a GPU, the process's peak resident memory on "
+             "CPU (so CPU and GPU figures are not comparable)."]
     devices = {r.device for r in fr if r.device}
     if len(devices) > 1:
         notes.append(f"Runs on different devices ({', '.join(sorted(devices))}): compare cost within a device.")

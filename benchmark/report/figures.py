@@ -18,8 +18,6 @@ from benchmark.report.common import temp_path_beside  # noqa: E402
 DPI = 150
 TEXT_WIDTH_IN = 6.7     # A4 portrait text width at 2 cm margins, so 1 figure inch ≈ 1 printed inch
 sns.set_theme(context="paper", style="whitegrid", font_scale=1.0)
-# seaborn's heatmap calls a matplotlib API that matplotlib has scheduled for deprecation; not ours to fix.
-warnings.filterwarnings("ignore", message="The set_bad function", category=PendingDeprecationWarning)
 
 
 def _save(fig, path: Path) -> Path:
@@ -101,27 +99,35 @@ def per_class_heatmaps(iou: pd.DataFrame, gain: pd.DataFrame | None, title: str,
     width = max(TEXT_WIDTH_IN, min(0.42 * n_cls + 2.0, 11.0))   # wide class sets go on a landscape page
     rows = 2 if gain is not None and not gain.empty else 1
     heights = [max(1.0, 0.38 * iou.shape[0] + 0.9)] + ([max(1.0, 0.38 * gain.shape[0] + 0.9)] if rows == 2 else [])
-    fig, axes = plt.subplots(rows, 1, figsize=(width, sum(heights) + 1.6), squeeze=False,
-                             gridspec_kw={"height_ratios": heights})
+    # Constrained layout leaves room for the rotated class names between the two panels.
+    fig, axes = plt.subplots(rows, 1, figsize=(width, sum(heights) + 1.6 * rows), squeeze=False,
+                             gridspec_kw={"height_ratios": heights}, layout="constrained")
     annot = n_cls <= 30
-    sns.heatmap(iou, ax=axes[0][0], cmap="viridis", vmin=0, vmax=100, annot=annot, fmt=".0f",
-                annot_kws={"fontsize": 6.5}, cbar_kws={"label": "IoU (%)", "pad": 0.01})
-    axes[0][0].set_title(f"{title}: IoU (%)")
-    axes[0][0].set_xlabel("")
-    axes[0][0].set_ylabel("")
-    if rows == 2:
-        lim = max(1.0, float(abs(gain).max().max()) if gain.notna().any().any() else 1.0)
-        sns.heatmap(gain, ax=axes[1][0], cmap="RdBu", center=0, vmin=-lim, vmax=lim, annot=annot, fmt="+.0f",
-                    annot_kws={"fontsize": 6.5}, cbar_kws={"label": "Δ IoU (points)", "pad": 0.01})
-        axes[1][0].set_title("gain over the supervised baseline (points)")
-        axes[1][0].set_xlabel("")
-        axes[1][0].set_ylabel("")
+    with warnings.catch_warnings():
+        # seaborn's heatmap calls a matplotlib API scheduled for deprecation; not ours to fix.
+        warnings.simplefilter("ignore", PendingDeprecationWarning)
+        _draw_heatmaps(axes, iou, gain, annot, title)
     for ax in axes[:, 0]:
         ax.tick_params(axis="x", labelrotation=60, labelsize=7)
         ax.tick_params(axis="y", labelrotation=0, labelsize=8)
         for label in ax.get_xticklabels():
             label.set_horizontalalignment("right")
     return _save(fig, path)
+
+
+def _draw_heatmaps(axes, iou, gain, annot, title) -> None:
+    sns.heatmap(iou, ax=axes[0][0], cmap="viridis", vmin=0, vmax=100, annot=annot, fmt=".0f",
+                annot_kws={"fontsize": 6.5}, cbar_kws={"label": "IoU (%)", "pad": 0.01})
+    axes[0][0].set_title(f"{title}: IoU (%)")
+    axes[0][0].set_xlabel("")
+    axes[0][0].set_ylabel("")
+    if gain is not None and not gain.empty:
+        lim = max(1.0, float(abs(gain).max().max()) if gain.notna().any().any() else 1.0)
+        sns.heatmap(gain, ax=axes[1][0], cmap="RdBu", center=0, vmin=-lim, vmax=lim, annot=annot, fmt="+.0f",
+                    annot_kws={"fontsize": 6.5}, cbar_kws={"label": "Δ IoU (points)", "pad": 0.01})
+        axes[1][0].set_title("gain over the supervised baseline (points)")
+        axes[1][0].set_xlabel("")
+        axes[1][0].set_ylabel("")
 
 
 def learning_curves(curves: dict[str, pd.DataFrame], title: str, path: Path, x_label: str = "iteration") -> Path:

@@ -262,6 +262,9 @@ def render_pdf(doc: Document, path: Path) -> None:
             raise TypeError(f"no PDF renderer for {type(block).__name__}")
         if want == "landscape":
             switch("landscape")       # stays landscape until the next section: fewer half-empty pages
+        if trailing_headings:         # a heading never ends a page: it travels with the block it introduces
+            del story[len(story) - len(trailing_headings):]
+            flow = [KeepTogether(list(trailing_headings) + flow)]
         story.extend(flow)
         trailing_headings.clear()
         fresh_break.clear()

@@ -164,7 +164,9 @@ def _eval_point(raw: Any, where: str, required: bool) -> EvalPoint:
 def parse_run_folder(folder: Path) -> RunRecord:
     summary_path = folder / "summary.json"
     if not summary_path.exists():
-        raise _Malformed("no summary.json (run unfinished or interrupted)")
+        # The trainer writes summary.json last; without it the run is in progress, was interrupted, or
+        # failed (a NaN loss stops training): its own log says which.
+        raise _Malformed("no summary.json (run in progress, interrupted or failed; see the run's log)")
     try:
         s = json.loads(summary_path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
