@@ -159,9 +159,12 @@ def sweeps(group: AblationGroup) -> list[Sweep]:
 
 
 def _default_value(full: list[RunRecord], dotted_key: str) -> float | None:
-    """The full method's value of the swept key: its summary's overrides, else its resolved config.yaml."""
+    """The full method's value of the swept key: its summary's overrides or resolved `params`, else its
+    config.yaml. A method default recorded nowhere leaves the full run off the sweep plot."""
     for r in full:
-        value = _dotted(r.overrides).get(dotted_key, config_value(r.path, dotted_key))
+        value = _dotted(r.overrides).get(dotted_key, _dotted(r.params).get(dotted_key))
+        if value is None:
+            value = config_value(r.path, dotted_key)
         if is_finite(value):
             return float(value)
     return None

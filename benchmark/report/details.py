@@ -30,6 +30,8 @@ def per_class_frame(runs: list[RunRecord], refs: list[ReferenceRecord], dataset:
     fr = [r for r in runs if r.dataset == dataset and r.split == split and r.variant is None
           and math.isfinite(r.best.miou) and r.best.per_class]
     classes: list[str] = []
+    for r in fr:   # the catalogue order when the summary records it, else the order of the per-class dict
+        classes += [c for c in (r.class_names or r.best.per_class) if c not in classes]
     for r in fr:
         classes += [c for c in r.best.per_class if c not in classes]
     frame = pd.DataFrame(index=pd.Index(classes, name="class"))

@@ -264,7 +264,9 @@ def render_pdf(doc: Document, path: Path) -> None:
             switch("landscape")       # stays landscape until the next section: fewer half-empty pages
         if trailing_headings:         # a heading never ends a page: it travels with the block it introduces
             del story[len(story) - len(trailing_headings):]
-            flow = [KeepTogether(list(trailing_headings) + flow)]
+            # Flattened: reportlab moves a KeepTogether nested in another to a new page even when it fits.
+            inner = [x for f in flow for x in (f._content if isinstance(f, KeepTogether) else [f])]
+            flow = [KeepTogether(list(trailing_headings) + inner)]
         story.extend(flow)
         trailing_headings.clear()
         fresh_break.clear()

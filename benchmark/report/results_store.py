@@ -52,6 +52,8 @@ class RunRecord:
     config_hash: str | None = None
     backbone: str | None = None
     from_paper_description: bool = False
+    params: dict[str, Any] = field(default_factory=dict)       # resolved method parameters, when recorded
+    class_names: list[str] = field(default_factory=list)      # evaluation order of the classes
 
     @property
     def label(self) -> str:
@@ -201,6 +203,8 @@ def parse_run_folder(folder: Path) -> RunRecord:
         git_commit=_opt_str(s.get("git_commit")), config_hash=_opt_str(s.get("config_hash")),
         backbone=_opt_str(s.get("backbone")) or _backbone_from_config(folder),
         from_paper_description=bool(paper) if isinstance(paper, bool) else method.lower() in PAPER_DESCRIPTION_METHODS,
+        params=_dict(s.get("params"), "params"),
+        class_names=[str(c) for c in s["class_names"]] if isinstance(s.get("class_names"), list) else [],
     )
 
 
