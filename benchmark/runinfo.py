@@ -1,6 +1,7 @@
 """What a run records about itself: provenance, compute figures, the summary, and the process group."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import platform
@@ -91,6 +92,7 @@ def summary(cfg: Config, method, plan, best: dict, last: dict, iters: int, wall_
         "variant": cfg.output.variant or None,
         "components": dict(method.on),
         "overrides": {k: v for k, v in cfg.method.items() if k not in ("name", "components")},
+        "params": dataclasses.asdict(method.params),
         "from_paper_description": method.from_paper_description,
         "seed": cfg.train.seed, "profile": cfg.profile,
         "best": best, "last": last, "selection": "best on val",

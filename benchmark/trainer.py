@@ -196,7 +196,17 @@ class Trainer:
         self.model.train()
         for step in range(start, total):
             tick = time.perf_counter()
-            out = self._train_step(streams, step, total)
+            try:
+                out = self._train_step(streams, step, total)
+            except NonFiniteLossError:
+                # Recorded as diverged (mIoU NaN) so the report shows it; the checkpoint before it is kept.
+                if self.dist.is_main:
+                    nan = {"iter": step + 1, "miou": float("nan"), "per_class": {}}
+                    atomic_write_json(summary_path, {**runinfo.summary(
+                        self.cfg, self.method, self.plan, nan, nan, total, train_time + session_time,
+                        session_time / max(session_steps, 1), images_per_step * self.dist.world_size,
+                        self.device), "status": "diverged"})
+                raise
             session_time += time.perf_counter() - tick
             session_steps += 1
             done = step + 1

@@ -136,6 +136,8 @@ def test_nan_loss_names_the_term(tiny_data, tmp_path, monkeypatch):
     monkeypatch.setattr(trainer.method, "losses", nan_loss)
     with pytest.raises(NonFiniteLossError, match="loss_s .* step 1"):
         trainer.fit()
+    diverged = json.loads((trainer.run_dir / "summary.json").read_text())
+    assert diverged["status"] == "diverged" and diverged["best"]["miou"] != diverged["best"]["miou"]
 
 
 def cli(args, capsys):
