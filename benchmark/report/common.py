@@ -7,6 +7,8 @@ import re
 import tempfile
 from pathlib import Path
 
+from benchmark.io import atomic_write
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 # Methods whose results are our reading of an abstract-only paper (see methods/interpretations.yaml).
@@ -60,25 +62,12 @@ def is_finite(x) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def write_text_atomic(path: Path, text: str) -> None:
-    _atomic_write(Path(path), text.encode("utf-8"))
+    atomic_write(Path(path), lambda f: f.write(text.encode("utf-8")), mode="wb")
 
 
 def write_bytes_atomic(path: Path, data: bytes) -> None:
-    _atomic_write(Path(path), data)
+    atomic_write(Path(path), lambda f: f.write(data), mode="wb")
 
 
 def temp_path_beside(path: Path) -> Path:
