@@ -220,7 +220,7 @@ def test_each_switch_changes_exactly_its_own_term(pixel_model):
     assert not torch.equal(plain.terms["loss_mim"], full.terms["loss_mim"])
     off = run(build(components={"mim": False}), pixel_model, batch)  # sub-switches on, no effect without mim
     assert set(off.terms) == UNIMATCH_TERMS
-    weights = {"loss_x": 1, "loss_s1": 0.25, "loss_s2": 0.25, "loss_fp": 0.5, "loss_mim": 1.0, "loss_agg": 0.5,
+    weights = {"loss_x": 1, "loss_s1": 0.25, "loss_s2": 0.25, "loss_fp": 0.5, "loss_mim": 0.25, "loss_agg": 0.5,
                "loss_sem": 0.5}
     expected = sum(weights[k] * v.item() for k, v in full.terms.items()) / 2
     assert full.total.item() == pytest.approx(expected, rel=1e-6)
