@@ -54,7 +54,8 @@ def ablation_plan_cells(args: argparse.Namespace):
     """The plan and the cells that --component / --sweep ask for."""
     from benchmark import grid
     from benchmark.config import ConfigError
-    from benchmark.runner import cell_config, run_options
+    from benchmark.cells import cell_config
+    from benchmark.runner import run_options
     from benchmark.trainer import build_method
     from datasets.catalog import get_spec
     from methods.registry import get

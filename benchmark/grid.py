@@ -203,10 +203,18 @@ def component_variants(method_cls: type, component: str) -> list[Variant]:
 
     if component not in paper or len(paper) < 2:
         return [toggle(component)]
-    variants = [toggle(c) for c in paper]
+    candidates = [toggle(c) for c in paper]
     all_off = tuple((c, False) for c in paper if defaults[c])
-    if all_off and all_off not in {v.switches for v in variants}:
-        variants.append(Variant("all_off", all_off))
+    if all_off:
+        candidates.append(Variant("all_off", all_off))
+    # Variants that run the same switches once the method's requirements apply (S4MIM: all_off = no_mim)
+    # train the same thing: keep the first.
+    variants, seen = [], set()
+    for variant in candidates:
+        effective = tuple(sorted(method_cls.effective_components({**defaults, **dict(variant.switches)}).items()))
+        if effective not in seen:
+            seen.add(effective)
+            variants.append(variant)
     return variants
 
 

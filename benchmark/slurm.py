@@ -20,7 +20,7 @@ from typing import Any, Callable
 import submitit
 
 from benchmark.grid import Cell
-from benchmark.runner import REPO_ROOT, CellResult, CellState, RunOptions, log_tail, run_cell
+from benchmark.cells import REPO_ROOT, CellResult, CellState, RunOptions, log_tail, run_cell
 
 
 @dataclass(frozen=True)
@@ -116,7 +116,7 @@ def wait_for(jobs: list[submitit.Job], cells: list[Cell], opts: RunOptions, sopt
     results so far attached as `results`."""
     from tqdm import tqdm
 
-    from benchmark.runner import fill_best
+    from benchmark.cells import fill_best
     total = total if total is not None else len(cells)
     pending = dict(zip(jobs, cells))
     results: list[CellResult] = []

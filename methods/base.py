@@ -66,6 +66,9 @@ class Method:
     views: ClassVar[frozenset[str]] = frozenset()
     components: ClassVar[dict[str, bool]] = {}
     component_help: ClassVar[dict[str, str]] = {}
+    # component -> the component it acts through: with the latter off, the former has no effect (the grid uses
+    # this to skip ablation variants that would train exactly the same thing twice).
+    component_requires: ClassVar[dict[str, str]] = {}
     Params: ClassVar[type] = NoParams
     # Our reading of an abstract-only paper: reports label its results accordingly.
     from_paper_description: ClassVar[bool] = False
@@ -88,6 +91,17 @@ class Method:
                 raise MethodError(f"component {cls.name}.{key} must be true or false, got {value!r}")
             resolved[key] = value
         return resolved
+
+    @classmethod
+    def effective_components(cls, on: dict[str, bool]) -> dict[str, bool]:
+        """`on` with every component whose required component is off switched off too (what actually runs)."""
+        effective = dict(on)
+        for component in effective:
+            needed = cls.component_requires.get(component)
+            while needed is not None and effective[component]:
+                effective[component] = effective.get(needed, False)
+                needed = cls.component_requires.get(needed)
+        return effective
 
     @classmethod
     def make_params(cls, values: dict[str, Any] | None) -> Any:

@@ -158,6 +158,7 @@ class S4MIM(UniMatch):
         "feature_agg": "1 − cos between class-mean features of the masked and the visible part of each class",
         "semantic_mim": "segmentation of the masked input on its masked pixels against the class map (CE)",
     }
+    component_requires = {"classwise_mim": "mim", "feature_agg": "mim", "semantic_mim": "mim"}
     Params = S4MIMParams
 
     def __init__(self, params: S4MIMParams, components, ctx: MethodContext):

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from benchmark import ablate, grid, runner
+from benchmark import ablate, cells, grid, runner
 from benchmark.cli import run_main
 from benchmark.config import ConfigError
 from benchmark.grid import Cell
@@ -75,6 +75,33 @@ def test_variants_leave_one_out_and_all_off_for_several_paper_components():
     assert variants[1].overrides() == ("method.components.y=false",)
     assert variants[2].overrides() == ("method.components.z=true",)     # off by default: switched on
     assert variants[3].overrides() == ("method.components.x=false", "method.components.y=false")
+
+
+class Gated(Base):
+    name = "fake_gated"
+    components = {**Base.components, "branch": True, "detail": True, "other": True}
+    component_requires = {"detail": "branch"}
+
+
+def test_effective_components_follow_requirements():
+    assert Gated.effective_components({"a": True, "branch": False, "detail": True, "other": True}) == \
+        {"a": True, "branch": False, "detail": False, "other": True}
+    assert Gated.effective_components({"a": True, "branch": True, "detail": True, "other": False})["detail"]
+
+
+def test_variants_that_train_the_same_switches_are_run_once():
+    names = [v.name for v in grid.component_variants(Gated, "detail")]
+    assert names == ["no_branch", "no_detail", "no_other", "all_off"]   # all_off differs: `other` is off too
+    Gated.component_requires = {"detail": "branch", "other": "branch"}
+    try:   # now all_off switches off exactly what no_branch switches off in effect
+        assert [v.name for v in grid.component_variants(Gated, "detail")] == ["no_branch", "no_detail", "no_other"]
+    finally:
+        Gated.component_requires = {"detail": "branch"}
+
+
+def test_s4mim_ablation_has_no_duplicate_of_no_mim():
+    names = [v.name for v in grid.component_variants(get("s4mim"), "feature_agg")]
+    assert names == ["no_mim", "no_classwise_mim", "no_feature_agg", "no_semantic_mim"]
 
 
 def test_variants_with_and_without_for_a_single_or_inherited_component():
@@ -204,9 +231,9 @@ def test_ablate_reuses_a_finished_plain_cell(capsys, tmp_path, monkeypatch):
     monkeypatch.setattr(runner, "TRAIN_COMMAND", (sys.executable, str(script)))
     monkeypatch.setattr(runner, "prepare_data", lambda cells, opts: None)
     monkeypatch.setattr(runner, "render_reports", lambda results, out: (0, "ok"))
-    opts = runner.RunOptions(profile="smoke", results_dir=str(tmp_path))
+    opts = cells.RunOptions(profile="smoke", results_dir=str(tmp_path))
     plain = Cell("unimatch", "animals_tiny", "1_32", 0)
-    state = runner.cell_state(plain, opts)
+    state = cells.cell_state(plain, opts)
     state.run_dir.mkdir(parents=True)
     (state.run_dir / "summary.json").write_text(json.dumps({"status": "complete", "config_hash": state.config_hash,
                                                             "best": {"miou": 40.0}}))

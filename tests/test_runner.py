@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from benchmark import grid, runner
+from benchmark import cells, grid, runner
 from benchmark.cli import run_main
 from benchmark.grid import Cell
-from benchmark.runner import CellResult, RunOptions
+from benchmark.cells import CellResult, RunOptions
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -154,7 +154,7 @@ def test_train_argv_carries_flags_overrides_and_variant():
 # --- skip / run / fail -------------------------------------------------------------------------------------
 
 def finish(cell: Cell, opts: RunOptions, status="complete", config_hash=None) -> Path:
-    state = runner.cell_state(cell, opts)
+    state = cells.cell_state(cell, opts)
     state.run_dir.mkdir(parents=True, exist_ok=True)
     (state.run_dir / "summary.json").write_text(json.dumps(
         {"status": status, "config_hash": config_hash or state.config_hash, "best": {"miou": 50.0}}))
@@ -197,7 +197,7 @@ def test_log_is_appended_per_attempt(fake_train, tmp_path):
     opts = opts_for(fake_train["results"], command=(sys.executable, str(fake_train["script"])))
     cell = Cell("unimatch", "animals_tiny", "1_32", 0)
     for _ in range(2):
-        assert runner.run_cell(cell, opts).status == "done"
+        assert cells.run_cell(cell, opts).status == "done"
     text = (opts.logs_dir / cell.log_name).read_text()
     assert text.count("### ") == 2 and text.count("fake training unimatch") == 2
 
@@ -217,11 +217,11 @@ def test_ctrl_c_interrupts_running_cells_and_leaves_the_rest(tmp_path, monkeypat
     script.write_text(FAKE_TRAIN)
     monkeypatch.setenv("FAKE_SLEEP", "60")
     opts = opts_for(tmp_path, command=(sys.executable, str(script)))
-    cells = [Cell("supervised", "animals_tiny", "1_32", s) for s in range(4)]
+    four = [Cell("supervised", "animals_tiny", "1_32", s) for s in range(4)]
     threading.Timer(2.0, _thread.interrupt_main).start()
     start = time.monotonic()
     with pytest.raises(KeyboardInterrupt) as exc:
-        runner.run_local(cells, opts, jobs=2)
+        cells.run_local(four, opts, jobs=2)
     assert time.monotonic() - start < 20
     statuses = sorted(r.status for r in exc.value.results)
     assert statuses == ["interrupted", "interrupted", "not started", "not started"]
@@ -235,9 +235,9 @@ def test_closing_table_and_log_tail(tmp_path):
     assert "51.23" in table and "1m05s" in table and "3 cells: 1 done, 1 skipped, 1 failed" in table
     log = tmp_path / "a.log"
     log.write_text("one\nprogress 1\rprogress 2\n" + "".join(f"line {i}\n" for i in range(40)))
-    tail = runner.log_tail(log, lines=3)
+    tail = cells.log_tail(log, lines=3)
     assert tail == "line 37\nline 38\nline 39"
-    assert runner.log_tail(log, lines=100).splitlines()[1] == "progress 2"
+    assert cells.log_tail(log, lines=100).splitlines()[1] == "progress 2"
 
 
 def test_missing_report_package_is_handled(monkeypatch, tmp_path):
