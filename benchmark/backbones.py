@@ -201,7 +201,8 @@ def _read_file(path: Path):
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - unreadable / non-tensor pickles
-        raise WeightsError(f"could not read weights file {path}: {type(exc).__name__}: {exc}") from None
+        first_line = (str(exc).strip().splitlines() or [""])[0]   # torch's unpickling errors run to ten lines
+        raise WeightsError(f"could not read weights file {path}: {type(exc).__name__}: {first_line}") from None
 
 
 def _normalise_keys(state, source: str) -> dict:

@@ -25,6 +25,17 @@ from methods.base import Batch, LossSettings, Method, MethodContext, StepInfo
 CHECKPOINT = "checkpoint.pt"
 
 
+def _numpy_state_to_tensors(state: tuple) -> dict[str, Any]:
+    name, keys, pos, has_gauss, cached = state
+    return {"name": name, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+            "has_gauss": int(has_gauss), "cached_gaussian": float(cached)}
+
+
+def _numpy_state_from_tensors(state: dict[str, Any]) -> tuple:
+    keys = state["keys"].cpu().numpy().astype(np.uint32)
+    return (state["name"], keys, state["pos"], state["has_gauss"], state["cached_gaussian"])
+
+
 class NonFiniteLossError(RuntimeError):
     """A loss term became NaN or infinite."""
 
@@ -123,7 +134,7 @@ class Trainer:
             "step": step, "model": self.model.state_dict(), "extra": self.extra.state_dict(),
             "optimizer": self.optimizer.state_dict(), "method": self.method.state_dict(), "best": best,
             "train_time": train_time, "config_hash": self.cfg.hash(),
-            "rng": {"python": random.getstate(), "numpy": np.random.get_state(),
+            "rng": {"python": random.getstate(), "numpy": _numpy_state_to_tensors(np.random.get_state()),
                     "torch": torch.get_rng_state(),
                     "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None},
         }
@@ -134,9 +145,11 @@ class Trainer:
         if not path.exists():
             return None
         try:
-            state = torch.load(path, map_location=self.device, weights_only=False)
+            # Tensors and plain Python only (RNG states included), so loading a checkpoint never runs code.
+            state = torch.load(path, map_location=self.device, weights_only=True)
         except Exception as exc:  # a torn or foreign file: say so rather than train from a wrong state
-            raise ConfigError(f"checkpoint {path} cannot be read ({exc}); delete it or pass --fresh") from None
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ConfigError(f"checkpoint {path} cannot be read ({reason}); delete it or pass --fresh") from None
         if state.get("config_hash") != self.cfg.hash():
             raise ConfigError(f"{path} was written by a different config; pass --fresh to restart this run, "
                               f"or use another output.results_dir")
@@ -146,7 +159,7 @@ class Trainer:
         self.method.load_state_dict(state["method"])
         rng = state["rng"]
         random.setstate(rng["python"])
-        np.random.set_state(rng["numpy"])
+        np.random.set_state(_numpy_state_from_tensors(rng["numpy"]))
         torch.set_rng_state(rng["torch"].cpu())
         if rng["cuda"] is not None and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(rng["cuda"])

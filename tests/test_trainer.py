@@ -59,8 +59,8 @@ def test_same_seed_same_metrics_and_other_seed_differs(tiny_data, tmp_path):
     b = fit(make_cfg(tiny_data, tmp_path / "b", "fixmatch"))
     c = fit(make_cfg(tiny_data, tmp_path / "c", "fixmatch", extra=["train.seed=1"]))
     assert scores(a) == scores(b)
-    wa = torch.load(next((tmp_path / "a").rglob(CHECKPOINT)), weights_only=False)["model"]
-    wc = torch.load(next((tmp_path / "c").rglob(CHECKPOINT)), weights_only=False)["model"]
+    wa = torch.load(next((tmp_path / "a").rglob(CHECKPOINT)), weights_only=True)["model"]
+    wc = torch.load(next((tmp_path / "c").rglob(CHECKPOINT)), weights_only=True)["model"]
     assert any(not torch.equal(wa[k], wc[k]) for k in wa)
 
 
@@ -80,12 +80,12 @@ def test_resume_after_crash_equals_straight_run(tiny_data, tmp_path, monkeypatch
     with pytest.raises(RuntimeError, match="simulated crash"):
         trainer.fit()
     assert not (trainer.run_dir / "summary.json").exists()
-    assert torch.load(trainer.run_dir / CHECKPOINT, weights_only=False)["step"] == 2
+    assert torch.load(trainer.run_dir / CHECKPOINT, weights_only=True)["step"] == 2
     resumed = fit(make_cfg(tiny_data, tmp_path / "crash", "unimatch"))
 
     assert scores(resumed) == scores(straight)
-    w1 = torch.load(next((tmp_path / "straight").rglob(CHECKPOINT)), weights_only=False)["model"]
-    w2 = torch.load(trainer.run_dir / CHECKPOINT, weights_only=False)["model"]
+    w1 = torch.load(next((tmp_path / "straight").rglob(CHECKPOINT)), weights_only=True)["model"]
+    w2 = torch.load(trainer.run_dir / CHECKPOINT, weights_only=True)["model"]
     assert all(torch.equal(w1[k], w2[k]) for k in w1)
     iters = [json.loads(l)["iter"] for l in (trainer.run_dir / "metrics.jsonl").read_text().splitlines()]
     assert iters == [2, 4]
@@ -218,3 +218,13 @@ def test_bad_input_gives_one_clear_line_and_exit_2(case, culprit, tiny_data, tmp
     assert "Traceback" not in err
     import re
     assert re.search(culprit, lines[0]), lines[0]
+
+
+def test_a_runs_checkpoint_serves_as_backbone_weights_of_another_run(tiny_data, tmp_path):
+    fit(make_cfg(tiny_data, tmp_path / "pre"))
+    checkpoint = next((tmp_path / "pre").rglob(CHECKPOINT))
+    trainer = Trainer(make_cfg(tiny_data, tmp_path / "fine", extra=[f"model.weights={checkpoint}"]), progress=False)
+    trainer._setup()
+    saved = torch.load(checkpoint, weights_only=True)["model"]
+    for name, value in trainer.model.backbone.state_dict().items():
+        assert torch.equal(value, saved[f"backbone.{name}"]), name
