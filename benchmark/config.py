@@ -85,6 +85,7 @@ class OutputConfig:
     results_dir: str = "results"
     variant: str = ""         # ablation variant label; "" = the method as configured by default
     save_checkpoint: bool = True
+    report_note: str = ""     # shown under the dataset's tables in the report (e.g. what a CPU budget can tell)
 
 
 @dataclass

@@ -53,6 +53,9 @@ def build_tree(results: Path) -> None:
         for seed, best in enumerate(vals):
             write_run(results, "pascal", "92", "maskmatch", seed, best, variant=f"method.mask_ratio={ratio}",
                       overrides={"patch_size": 32, "mask_ratio": ratio})
+    for seed in (0, 1):   # the note a profile sets (output.report_note) reaches the report once
+        config = results / "runs" / "pascal" / "92" / "unimatch" / f"seed{seed}" / "config.yaml"
+        config.write_text(config.read_text() + "output: {report_note: Trained at a toy budget.}\n")
     broken = results / "runs" / "pascal" / "92" / "fixmatch" / "seed7"
     broken.mkdir(parents=True)
     (broken / "summary.json").write_text('{"dataset": "pascal", ')       # truncated write
@@ -121,6 +124,13 @@ def test_main_table_mean_std_missing_nan_and_one_seed(rendered):
     assert "**76.30 (n=1)**" in md                      # best in column 92 is marked
     assert "— = no run for this method and split" in md
     assert "runs: FixMatch 92 seed 1; MaskMatch 92 seed 0; MaskMatch 92 seed 1" in md
+
+
+def test_profile_note_is_shown_once_under_its_dataset(rendered):
+    md = rendered["md"]
+    assert md.count("Trained at a toy budget.") == 1
+    assert md.index("Dataset: pascal") < md.index("Trained at a toy budget.") < md.index("Table 1.")
+    assert "Trained at a toy budget." in rendered["pdf"]
 
 
 def test_significance_vs_baselines(rendered):

@@ -61,6 +61,8 @@ class _Builder:
         self.doc.add(Heading("1. Main comparison", 2))
         for ds in self.store.datasets():
             self.doc.add(Heading(f"Dataset: {ds}", 3))
+            for note in dict.fromkeys(r.report_note for r in self.store.runs if r.dataset == ds and r.report_note):
+                self.doc.add(Paragraph(f"**Note.** {note}", small=True))
             for metric in ("best", "last"):
                 self.doc.add(comparison.main_table(self.store.runs, self.store.references, ds, metric, self.num))
             sig = comparison.significance_table(self.store.runs, ds, self.num)
