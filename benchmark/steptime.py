@@ -1,6 +1,6 @@
 """Step time and peak memory of each method under one profile: the figures behind the cost targets.
 
-    python -m benchmark.steptime [--methods supervised,fixmatch,...] [--profile default] [--steps 30]
+    python -m benchmark.steptime [--methods supervised,fixmatch,...] [--profile default] [--steps 50]
                                  [--rounds 3] [key=value ...]
 
 Each (round, method) is a fresh `python -m benchmark.steptime --one METHOD` process that builds the trainer of
@@ -130,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--methods", default=",".join(DEFAULT_METHODS), help="comma-separated methods")
     parser.add_argument("--profile", default="default")
     parser.add_argument("--warmup", type=int, default=5)
-    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--one", metavar="METHOD", help=argparse.SUPPRESS)   # the child process
     parser.add_argument("overrides", nargs="*", metavar="key=value")
