@@ -187,7 +187,7 @@ def test_bad_sweep_syntax(text, message):
 
 
 def test_sweep_cells_and_the_default_value_is_the_plain_cell():
-    plan = grid.load_plan("smoke")
+    plan = grid.load_plan("smoke", seeds=1)
     sweep = grid.parse_sweep("method.weight_fp=0.3,0.5,0.7")
     cells = grid.sweep_cells(plan, "unimatch", sweep, default=0.5, has_default=True)
     assert [c.variant for c in cells] == ["method.weight_fp=0.3", "", "method.weight_fp=0.7"]
@@ -237,8 +237,8 @@ def test_ablate_reuses_a_finished_plain_cell(capsys, tmp_path, monkeypatch):
     state.run_dir.mkdir(parents=True)
     (state.run_dir / "summary.json").write_text(json.dumps({"status": "complete", "config_hash": state.config_hash,
                                                             "best": {"miou": 40.0}}))
-    code, _, err = run(["--component", "feature_perturbation", "--profile", "smoke", "--results-dir", str(tmp_path)],
-                       capsys)
+    code, _, err = run(["--component", "feature_perturbation", "--profile", "smoke", "--seeds", "1",
+                        "--results-dir", str(tmp_path)], capsys)
     assert code == 0, err
     ran = (tmp_path / "calls.txt").read_text().splitlines()
     assert len(ran) == 3 and all("output.variant=" in line for line in ran)

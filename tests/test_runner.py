@@ -90,11 +90,12 @@ def test_grid_defaults_come_from_the_profile():
     plan = grid.load_plan("smoke")
     assert plan.methods == ("supervised", "fixmatch", "unimatch", "s4mim", "maskmatch")
     assert plan.dataset == "animals_tiny"
-    assert plan.splits == ("1_32", "1_16")            # grid.splits empty: the dataset's first two
-    assert plan.seeds == 1 and plan.parallel == 2
+    assert plan.splits == ("1_32", "1_8")
+    assert plan.seeds == 2 and plan.parallel == 2
+    assert plan.ablations == ("feature_agg", "masked_modeling")
     assert plan.ablation_splits == ("1_32",)           # the grid's lowest split
     cells = grid.grid_cells(plan)
-    assert len(cells) == 5 * 2 * 1
+    assert len(cells) == 5 * 2 * 2
     assert cells[0] == Cell("supervised", "animals_tiny", "1_32", 0)
 
 
@@ -167,8 +168,8 @@ def test_finished_cells_are_skipped_and_unfinished_ones_run(fake_train, capsys):
     finish(Cell("supervised", "animals_tiny", "1_32", 0), opts)                         # complete: skipped
     finish(Cell("fixmatch", "animals_tiny", "1_32", 0), opts, status="running")          # incomplete: rerun
     finish(Cell("unimatch", "animals_tiny", "1_32", 0), opts, config_hash="otherrecipe")  # other config: rerun
-    code, out, err = main_exit(["--profile", "smoke", "--results-dir", str(results),
-                                "--methods", "supervised,fixmatch,unimatch"], capsys)
+    code, out, err = main_exit(["--profile", "smoke", "--results-dir", str(results), "--seeds", "1",
+                                "--splits", "1_32,1_16", "--methods", "supervised,fixmatch,unimatch"], capsys)
     assert code == 0, err
     ran = called_cells(results)
     assert ("supervised", "1_32", "0") not in ran
@@ -181,8 +182,8 @@ def test_finished_cells_are_skipped_and_unfinished_ones_run(fake_train, capsys):
 def test_a_failed_cell_is_reported_and_the_others_still_run(fake_train, capsys, monkeypatch):
     monkeypatch.setenv("FAKE_FAIL", "fixmatch")
     results = fake_train["results"]
-    code, out, err = main_exit(["--profile", "smoke", "--results-dir", str(results), "--jobs", "2",
-                                "--methods", "supervised,fixmatch,unimatch"], capsys)
+    code, out, err = main_exit(["--profile", "smoke", "--results-dir", str(results), "--jobs", "2", "--seeds", "1",
+                                "--splits", "1_32,1_16", "--methods", "supervised,fixmatch,unimatch"], capsys)
     assert code == 1
     assert len(called_cells(results)) == 6                     # every cell ran
     assert "2 failed" in err and "4 done" in err
@@ -291,7 +292,7 @@ def test_slurm_job_array_through_the_local_executor_runs_the_cell_function(fake_
 def test_runner_with_slurm_launcher_local_executor(fake_train, capsys, monkeypatch):
     monkeypatch.setenv("FAKE_FAIL", "fixmatch")
     results = fake_train["results"]
-    code, _, err = main_exit(["--profile", "smoke", "--methods", "unimatch,fixmatch", "--splits", "1_32",
+    code, _, err = main_exit(["--profile", "smoke", "--methods", "unimatch,fixmatch", "--splits", "1_32", "--seeds", "1",
                               "--results-dir", str(results), "--launcher", "slurm", "--slurm-executor", "local",
                               "--slurm-gpus-per-task", "0"], capsys)
     assert code == 1
