@@ -31,6 +31,9 @@ cells and results:
   Each cell runs `python -m benchmark.train --method M --dataset D --split S --seed K --profile P --no-progress`
   in its own process, its output going to RESULTS/logs/<dataset>.<split>.<run>.seed<k>.log (appended to on
   every attempt). Results land in RESULTS/runs/<dataset>/<split>/<run>/seed<k>/ (summary.json etc.).
+  An ablation variant that trains exactly another cell's run (S4MIM without mim = UniMatch, MaskMatch with both
+  components off = its base; checked on the resolved configs) is not trained twice: its run folder gets
+  same_run.json pointing to that run, which the report reads under the variant's name.
   A finished cell (complete summary.json with the same config hash) is skipped; an interrupted one resumes from
   its checkpoint; a failed one is reported (log tail + path) and the rest go on; exit status 1 if any failed.
 
@@ -58,7 +61,7 @@ exit status: 0 all cells done or skipped, 1 a cell (or the report) failed, 2 bad
 
 def results_table(results: list[CellResult]) -> str:
     from tabulate import tabulate
-    order = {"failed": 0, "interrupted": 1, "not started": 2, "done": 3, "skipped": 4}
+    order = {"failed": 0, "interrupted": 1, "not started": 2, "done": 3, "skipped": 4, "same run": 5}
     rows = []
     for r in sorted(results, key=lambda r: (order.get(r.status, 9),)):
         rows.append([r.cell.label, r.status, fmt_time(r.seconds) if r.seconds else "",
@@ -67,9 +70,27 @@ def results_table(results: list[CellResult]) -> str:
     table = tabulate(rows, headers=["cell", "status", "time", "best mIoU", "log / note"], tablefmt="simple",
                      floatfmt=".2f", missingval="")
     counts = Counter(r.status for r in results)
-    line = ", ".join(f"{counts[s]} {s}" for s in ("done", "skipped", "failed", "interrupted", "not started")
-                     if counts[s])
+    statuses = ("done", "skipped", "same run", "failed", "interrupted", "not started")
+    line = ", ".join(f"{counts[s]} {s}" for s in statuses if counts[s])
     return f"{table}\n\n{len(results)} cells: {line}"
+
+
+def link_same_runs(pointers: list[Cell], same: dict[tuple, Cell], opts: RunOptions,
+                   results: list[CellResult]) -> list[CellResult]:
+    """Point each reusing variant at its run once that run is finished (`same_run.json` in its folder)."""
+    from benchmark.same_run import write_pointer
+    outcome = {r.cell.key: r for r in results}
+    linked = []
+    for cell in pointers:
+        other = same[cell.key]
+        result = outcome.get(other.key)
+        if result is not None and result.status in ("done", "skipped"):
+            write_pointer(cell, other, opts)
+            linked.append(CellResult(cell, "same run", best_miou=result.best_miou,
+                                     note=f"the {other.label} run (identical training)"))
+        else:
+            linked.append(CellResult(cell, "not started", note=f"reuses {other.label}, which did not finish"))
+    return linked
 
 
 def failure_details(results: list[CellResult]) -> str:
@@ -228,14 +249,20 @@ def prepare_data(cells: Iterable[Cell], opts: RunOptions) -> None:
 def execute(cells: list[Cell], args: argparse.Namespace, jobs: int, title: str = "grid") -> int:
     """Pre-check, run (local or Slurm), print the table, render the reports. Returns the exit status."""
     from benchmark.grid import dedupe
+    from benchmark.same_run import same_run_cell
     cells = dedupe(cells)
     opts = run_options(args, jobs)
+    # Variants that would train another cell's run exactly (S4MIM without MIM = UniMatch) point to that run.
+    same = {cell.key: other for cell in cells if (other := same_run_cell(cell, opts)) is not None}
+    pointers = [cell for cell in cells if cell.key in same]
+    cells = dedupe([cell for cell in cells if cell.key not in same] + list(same.values()))
     states = {cell.key: cell_state(cell, opts) for cell in cells}   # validates every cell before anything runs
     skipped = [CellResult(c, "skipped", best_miou=summary_best(states[c.key].summary)) for c in cells
                if states[c.key].finished]
     todo = [c for c in cells if not states[c.key].finished]
     where = "this machine" if args.launcher == "local" else f"Slurm ({args.slurm_executor} executor)"
-    print(f"{title}: {len(cells)} cells ({len(skipped)} finished, {len(todo)} to run) on {where}"
+    reused = f", {len(pointers)} more reuse one of these runs" if pointers else ""
+    print(f"{title}: {len(cells)} cells ({len(skipped)} finished, {len(todo)} to run{reused}) on {where}"
           + (f", {jobs} at a time" if args.launcher == "local" else "")
           + f"; results: {opts.results_dir}; logs: {opts.logs_dir}", file=sys.stderr, flush=True)
     for cell in todo:
@@ -250,6 +277,8 @@ def execute(cells: list[Cell], args: argparse.Namespace, jobs: int, title: str =
             state = states[cell.key]
             print(f"{'finished' if state.finished else 'to run  '}  {cell.label:<48} "
                   f"{shlex.join(train_argv(cell, opts))}")
+        for cell in pointers:
+            print(f"same run  {cell.label:<48} reuses {same[cell.key].label}")
         return 0
 
     results = list(skipped)
@@ -271,6 +300,7 @@ def execute(cells: list[Cell], args: argparse.Namespace, jobs: int, title: str =
         print("\ninterrupted; rerun the same command to resume (finished cells are skipped, interrupted ones "
               "resume from their last checkpoint)", file=sys.stderr)
         return EXIT_INTERRUPTED
+    results += link_same_runs(pointers, same, opts, results)
     print("\n" + results_table(results), file=sys.stderr)
     details = failure_details(results)
     if details:

@@ -60,6 +60,16 @@ class NoParams:
     pass
 
 
+@dataclass(frozen=True)
+class SameRun:
+    """Another registered method that, with these parameters and switches, trains exactly what this instance
+    trains (same forwards, losses, modules and random draws). The runner then reuses that run instead of
+    training the same thing twice."""
+    method: str
+    params: Any
+    components: dict[str, bool]
+
+
 class Method:
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
@@ -117,6 +127,11 @@ class Method:
         for key, value in values.items():
             typed[key] = coerce(value, getattr(defaults, key), f"method.{key}")
         return dataclasses.replace(defaults, **typed)
+
+    def same_run_as(self) -> SameRun | None:
+        """The method run this instance is identical to, if any (e.g. all of a method's own components off);
+        a method claims it only where a test shows the losses are the same on the same batch and seed."""
+        return None
 
     def needs(self) -> frozenset[str]:
         """Views this instance needs; a method may drop views its switched-off components would use."""

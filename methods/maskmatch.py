@@ -28,9 +28,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from methods.base import Batch, LossOutput, Method, MethodContext, MethodError, StepInfo, register
+from methods.base import Batch, LossOutput, Method, MethodContext, MethodError, SameRun, StepInfo, register
 from methods.common import (PADDING, PseudoLabeler, PseudoLabels, confident_cross_entropy, predict_in_eval_mode,
                             random_patch_mask)
+from methods.fixmatch import FixMatchParams
 from methods.unimatch import UniMatch, UniMatchParams
 
 BASE_COMPONENTS = ("feature_perturbation", "dual_strong")   # UniMatch's own switches
@@ -182,6 +183,15 @@ class MaskMatch(Method):
 
     def needs(self) -> frozenset[str]:
         return self.base.needs()
+
+    def same_run_as(self) -> SameRun | None:
+        """Both components off with the student as teacher: the base method run, nothing added."""
+        if self.on["masked_modeling"] or self.on["multiscale_ensemble"] or self.params.teacher != "same":
+            return None
+        if self.params.base == "fixmatch":
+            return SameRun("fixmatch", FixMatchParams(), {})
+        return SameRun("unimatch", UniMatchParams(weight_fp=self.params.weight_fp),
+                       {name: self.on[name] for name in BASE_COMPONENTS})
 
     # --- pseudo-labels ------------------------------------------------------------------------------------
     def labeler(self, model: nn.Module, batch: Batch) -> PseudoLabeler:

@@ -22,13 +22,13 @@ trainer calls the unwrapped model, so these calls see the same parameters and gr
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from methods.base import Batch, LossOutput, MethodContext, MethodError, StepInfo, register
+from methods.base import Batch, LossOutput, MethodContext, MethodError, SameRun, StepInfo, register
 from methods.common import PADDING, frozen_bn_statistics, patches_touching, random_patch_mask, region_patch_mask
 from methods.unimatch import UniMatch, UniMatchParams
 
@@ -176,6 +176,13 @@ class S4MIM(UniMatch):
         for key in ("weight_mim", "weight_agg", "weight_sem"):
             if getattr(params, key) < 0:
                 raise MethodError(f"method.{key} must be >= 0, got {getattr(params, key)}")
+
+    def same_run_as(self) -> SameRun | None:
+        """Without `mim` no MIM term, module or forward exists: UniMatch with the same UniMatch settings."""
+        if self.on["mim"]:
+            return None
+        base = UniMatchParams(**{f.name: getattr(self.params, f.name) for f in fields(UniMatchParams)})
+        return SameRun("unimatch", base, {name: self.on[name] for name in UniMatch.components})
 
     def trainable_modules(self) -> nn.ModuleDict:
         """The reconstruction decoder, built on first request: the trainer asks after seeding, so its

@@ -86,7 +86,9 @@ def describe_change(variant_runs: list[RunRecord], full_runs: list[RunRecord]) -
     comps, overrides = changes(variant_runs[0], full_runs)
     parts = [f"{name} {'on' if on else 'off'}" for name, on in sorted(comps.items())]
     parts += [f"{k}={v}" for k, v in sorted(overrides.items())]
-    return ", ".join(parts) if parts else DASH
+    reused = sorted({r.same_run_as for r in variant_runs if r.same_run_as})
+    text = ", ".join(parts) if parts else DASH
+    return text + (f" (= {', '.join(reused)} run)" if reused else "")
 
 
 def ablation_table(group: AblationGroup, num: Numbering) -> Table:

@@ -144,11 +144,17 @@ def provenance_table(runs: list[RunRecord], num: Numbering) -> Table:
     rows = []
     for key in sorted(groups, key=lambda k: (k[0], split_sort_key(k[1]), method_sort_key(k[2]))):
         rs = groups[key]
-        rows.append([key[0], key[1], key[2], ", ".join(str(s) for s in sorted(r.seed for r in rs)),
+        reused = sorted({r.same_run_as for r in rs if r.same_run_as})
+        run_name = key[2] + (f" (= {', '.join(reused)} run)" if reused else "")
+        rows.append([key[0], key[1], run_name, ", ".join(str(s) for s in sorted(r.seed for r in rs)),
                      _short([r.profile or "" for r in rs], 24), _short([r.device or "" for r in rs], 24),
                      _short([r.git_commit or "" for r in rs]), _short([r.config_hash or "" for r in rs])])
     notes = ["Run = run name (method, or method__variant). Commits and config hashes are shortened to 10 "
              "characters; the full values are in each run's summary.json."]
+    if any(r.same_run_as for r in runs):
+        notes.append("(= X run): the variant trains exactly what run X trains (the method declares it and the "
+                     "runner checks the resolved configs), so X's run is reported for it rather than trained "
+                     "twice; its hash is X's.")
     commits = {r.git_commit for r in runs if r.git_commit}
     if len(commits) > 1:
         notes.append(f"The runs come from {len(commits)} different commits: differences between methods may "

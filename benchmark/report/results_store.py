@@ -6,6 +6,7 @@ never parsed.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from dataclasses import dataclass, field
@@ -16,6 +17,9 @@ import yaml
 
 from benchmark.report.common import PAPER_DESCRIPTION_METHODS, ReportError, is_finite
 
+# An ablation variant that trains exactly another cell's run holds this pointer instead of its own run
+# (benchmark/same_run.py writes it).
+SAME_RUN_POINTER = "same_run.json"
 # Statuses whose numbers are reported. A diverged run keeps its row so the table can say "NaN (diverged)".
 REPORTED_STATUSES = {"complete", "diverged"}
 
@@ -55,6 +59,7 @@ class RunRecord:
     params: dict[str, Any] = field(default_factory=dict)       # resolved method parameters, when recorded
     class_names: list[str] = field(default_factory=list)      # evaluation order of the classes
     report_note: str = ""                                      # output.report_note of the run's profile
+    same_run_as: str | None = None    # label of the run this variant reuses (identical training), if any
 
     @property
     def label(self) -> str:
@@ -130,7 +135,7 @@ def _load_runs(runs_root: Path) -> tuple[list[RunRecord], list[Skipped]]:
 def _run_folders(runs_root: Path) -> set[Path]:
     """Leaf folders that hold any run artefact; one with metrics but no summary is an unfinished run."""
     folders = set()
-    for name in ("summary.json", "metrics.jsonl", "checkpoint.pt"):
+    for name in ("summary.json", "metrics.jsonl", "checkpoint.pt", SAME_RUN_POINTER):
         folders.update(p.parent for p in runs_root.rglob(name))
     return folders
 
@@ -166,6 +171,8 @@ def _eval_point(raw: Any, where: str, required: bool) -> EvalPoint:
 
 def parse_run_folder(folder: Path) -> RunRecord:
     summary_path = folder / "summary.json"
+    if not summary_path.exists() and (folder / SAME_RUN_POINTER).exists():
+        return _parse_same_run(folder)
     if not summary_path.exists():
         # The trainer writes summary.json last; without it the run is in progress, was interrupted, or
         # failed (a NaN loss stops training): its own log says which.
@@ -208,6 +215,36 @@ def parse_run_folder(folder: Path) -> RunRecord:
         params=_dict(s.get("params"), "params"),
         class_names=[str(c) for c in s["class_names"]] if isinstance(s.get("class_names"), list) else [],
     )
+
+
+def _parse_same_run(folder: Path) -> RunRecord:
+    """The pointed-to run's numbers under the variant's own identity (method, variant, switches)."""
+    try:
+        pointer = json.loads((folder / SAME_RUN_POINTER).read_text(encoding="utf-8"))
+        target = (folder / pointer["same_run_as"]).resolve()
+        identity = {key: pointer[key] for key in ("method", "variant", "components", "overrides", "params")}
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as exc:
+        raise _Malformed(f"{SAME_RUN_POINTER} is unreadable ({type(exc).__name__}: {exc})") from None
+    try:
+        run = parse_run_folder(target)
+    except _Malformed as exc:
+        raise _Malformed(f"reuses the run in {target}, which is not usable: {exc}") from None
+    if pointer.get("config_hash") != run.config_hash:
+        raise _Malformed(f"reuses the run in {target}, which has since been redone with another recipe "
+                         f"(config hash {run.config_hash}, expected {pointer.get('config_hash')}); rerun the ablation")
+    if any(not isinstance(identity[key], dict) for key in ("components", "overrides", "params")):
+        raise _Malformed(f"{SAME_RUN_POINTER}: components, overrides and params must be objects")
+    cell = (pointer.get("dataset"), str(pointer.get("split")), pointer.get("seed"))
+    if cell != (run.dataset, run.split, run.seed):
+        raise _Malformed(f"{SAME_RUN_POINTER} names {cell} but the run in {target} is "
+                         f"{(run.dataset, run.split, run.seed)}")
+    paper = pointer.get("from_paper_description")
+    # `path` stays the reused run's folder: its metrics.jsonl and config.yaml are this variant's too.
+    return dataclasses.replace(
+        run, method=str(identity["method"]), variant=str(identity["variant"]) or None,
+        components=identity["components"], overrides=identity["overrides"], params=identity["params"],
+        from_paper_description=paper if isinstance(paper, bool) else run.from_paper_description,
+        same_run_as=run.label)
 
 
 def _dict(value: Any, where: str) -> dict:
