@@ -117,7 +117,8 @@ def compute_table(runs: list[RunRecord], dataset: str, num: Numbering) -> Table 
     for _, label, _, _ in COMPUTE_FIELDS:
         columns += [label, "rel."]
     notes = ["Means over seeds of the trainer's own measurements; rel. = ratio to the supervised baseline on "
-             "the same split (×1.00 = same cost). Wall time includes evaluation. Peak memory as the trainer "
+             "the same split (×1.00 = same cost). Wall time counts the training steps only (evaluation and "
+             "checkpoint writes, the same for every method, are excluded). Peak memory as the trainer "
              "records it: the accelerator's peak allocation on a GPU, the process's peak resident memory on "
              "CPU (so CPU and GPU figures are not comparable)."]
     devices = {r.device for r in fr if r.device}
