@@ -64,8 +64,11 @@ def ablation_bars(data: list[tuple[str, str, float, float, int]], title: str, pa
         xs = [i + (k - (len(splits) - 1) / 2) * width for i in range(len(variants))]
         ax.bar(xs, sub["mean"], width, yerr=sub["std"].fillna(0), capsize=3, label=f"split {split}",
                color=colors[k])
-    ax.set_xticks(range(len(variants)), variants, rotation=20 if len(variants) > 4 else 0, ha="right"
-                  if len(variants) > 4 else "center")
+    # Tilt the names when the longest would run into its neighbours (~0.6 em per character; the axes take
+    # ~85% of the figure width).
+    slot_pt = TEXT_WIDTH_IN * 72 * 0.85 / max(len(variants), 1)
+    crowded = max(map(len, variants)) * 0.6 * plt.rcParams["font.size"] > slot_pt
+    ax.set_xticks(range(len(variants)), variants, rotation=20 if crowded else 0, ha="right" if crowded else "center")
     ax.set_ylabel("best-on-val mIoU (%)")
     ax.set_title(title)
     low = (frame["mean"] - frame["std"].fillna(0)).min()
