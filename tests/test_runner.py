@@ -312,15 +312,24 @@ def test_run_all_help():
 
 @pytest.mark.slow
 def test_run_all_smoke_end_to_end(tmp_path):
+    from benchmark.same_run import POINTER, same_run_cell
     results = tmp_path / "results"
+    plan = grid.load_plan("smoke")
+    ablations = [c for component in plan.ablations for c in grid.ablation_cells(plan, component)]
+    planned = grid.dedupe(grid.grid_cells(plan) + ablations)
+    reusing = [c for c in planned if same_run_cell(c, opts_for(results))]
+    trained = len(planned) - len(reusing)
+    assert reusing    # S4MIM without mim (if ablated) and MaskMatch all-off reuse their base runs
     proc = subprocess.run(["bash", str(ROOT / "run_all.sh"), "--profile", "smoke", "--results-dir", str(results)],
                           capture_output=True, text=True, timeout=900, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     summaries = list((results / "runs").rglob("summary.json"))
-    assert len(summaries) == 6
+    assert len(summaries) == trained and len(list((results / "runs").rglob(POINTER))) == len(reusing)
     assert all(json.loads(p.read_text())["status"] == "complete" for p in summaries)
     assert (results / "reports" / "report.md").exists() and (results / "reports" / "report.pdf").exists()
-    assert "6 cells: 6 done" in proc.stderr
+    assert f"{len(planned)} cells: {trained} done, {len(reusing)} same run" in proc.stderr
+    report = (results / "reports" / "report.md").read_text()
+    assert "0 skipped" in proc.stdout + proc.stderr and "(= fixmatch run)" in report
     again = subprocess.run(["bash", str(ROOT / "run_all.sh"), "--profile", "smoke", "--results-dir", str(results),
                             "--no-report"], capture_output=True, text=True, timeout=300, cwd=tmp_path)
-    assert again.returncode == 0 and "6 cells: 6 skipped" in again.stderr
+    assert again.returncode == 0 and f"{len(planned)} cells: {trained} skipped, {len(reusing)} same run" in again.stderr

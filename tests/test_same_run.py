@@ -99,7 +99,8 @@ argv = sys.argv[1:]
 opt = lambda name: argv[argv.index(name) + 1]
 variant = next((a.split("=", 1)[1] for a in argv if a.startswith("output.variant=")), "")
 method = opt("--method")
-run = Path(opt("--results-dir")) / "runs" / opt("--dataset") / opt("--split") / (f"{method}__{variant}" if variant else method) / f"seed{opt('--seed')}"
+name = f"{method}__{variant}" if variant else method
+run = Path(opt("--results-dir")) / "runs" / opt("--dataset") / opt("--split") / name / f"seed{opt('--seed')}"
 run.mkdir(parents=True, exist_ok=True)
 with open(Path(opt("--results-dir")) / "calls.txt", "a") as fh:
     fh.write(run.parent.name + "\n")
