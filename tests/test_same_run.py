@@ -146,3 +146,19 @@ def test_run_all_trains_the_shared_run_once_and_the_report_reads_it_under_the_va
     store = load_results(results)
     assert not [r for r in store.runs if r.variant == "no_mim"]
     assert any("redone with another recipe" in s.reason for s in store.skipped)
+
+
+def test_dry_run_shows_which_variant_reuses_which_run(tmp_path, capsys):
+    argv = ["--profile", "smoke", "--results-dir", str(tmp_path), "--methods", "unimatch,s4mim", "--splits", "1_32",
+            "--seeds", "1", "--dry-run", "grid.ablations=[mim]"]
+    with pytest.raises(SystemExit) as exc:
+        run_main(lambda: runner.main(argv))
+    out = capsys.readouterr()
+    assert exc.value.code == 0
+    lines = out.out.strip().splitlines()
+    # unimatch, s4mim and its three other leave-one-out variants train; no_mim (= all_off) reuses unimatch
+    assert [line.split()[0] for line in lines] == ["to"] * 5 + ["same"]
+    assert "s4mim__no_mim animals_tiny/1_32 seed0" in lines[-1] and lines[-1].endswith("reuses unimatch "
+                                                                                       "animals_tiny/1_32 seed0")
+    assert "5 cells (0 finished, 5 to run, 1 more reuse one of these runs)" in out.err
+    assert not (tmp_path / "runs").exists()       # a dry run writes nothing, pointers included
