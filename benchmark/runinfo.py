@@ -84,16 +84,22 @@ def read_summary(path: Path) -> dict[str, Any] | None:
         return None
 
 
-def summary(cfg: Config, method, plan, best: dict, last: dict, iters: int, wall_time: float,
-            step_time: float, images_per_step: int, device: torch.device) -> dict[str, Any]:
+def method_identity(cfg: Config, method) -> dict[str, Any]:
+    """What identifies a run's method in its results (summary.json, and same_run.json of a reusing variant)."""
     return {
-        "status": "complete",
-        "dataset": plan.spec.name, "split": plan.split, "method": method.name,
-        "variant": cfg.output.variant or None,
+        "method": method.name, "variant": cfg.output.variant or None,
         "components": dict(method.on),
         "overrides": {k: v for k, v in cfg.method.items() if k not in ("name", "components")},
         "params": dataclasses.asdict(method.params),
         "from_paper_description": method.from_paper_description,
+    }
+
+
+def summary(cfg: Config, method, plan, best: dict, last: dict, iters: int, wall_time: float,
+            step_time: float, images_per_step: int, device: torch.device) -> dict[str, Any]:
+    return {
+        "status": "complete",
+        "dataset": plan.spec.name, "split": plan.split, **method_identity(cfg, method),
         "seed": cfg.train.seed, "profile": cfg.profile,
         "best": best, "last": last, "selection": "best on val",
         "iters": iters, "wall_time_s": round(wall_time, 2), "step_time_s": round(step_time, 5),

@@ -52,9 +52,9 @@ def same_run_cell(cell: Cell, opts) -> Cell | None:
 def write_pointer(cell: Cell, other: Cell, opts) -> Path:
     """Record in `cell`'s run folder that its run is `other`'s, with the variant's own identity (the fields
     the report reads from a summary). Atomic; replaces an earlier pointer."""
-    import dataclasses
     from benchmark.cells import cell_config
     from benchmark.io import atomic_write_json
+    from benchmark.runinfo import method_identity
     from benchmark.trainer import build_method, run_dir_for
     from datasets.catalog import get_spec
     cfg, other_cfg = cell_config(cell, opts), cell_config(other, opts)
@@ -65,11 +65,7 @@ def write_pointer(cell: Cell, other: Cell, opts) -> Path:
         "same_run_as": os.path.relpath(other_dir, run_dir),
         "config_hash": other_cfg.hash(),      # the pointed-to run's; a rerun with another recipe voids this
         "dataset": cfg.data.dataset, "split": cfg.data.split, "seed": cfg.train.seed,
-        "method": method.name, "variant": cfg.output.variant,
-        "components": dict(method.on),
-        "overrides": {k: v for k, v in cfg.method.items() if k not in ("name", "components")},
-        "params": dataclasses.asdict(method.params),
-        "from_paper_description": method.from_paper_description,
+        **method_identity(cfg, method),
         "why": f"{method.name} with {', '.join(cell.overrides) or 'these settings'} trains exactly the "
                f"{other.method} run (methods/{method.name}.py same_run_as, checked against its resolved config)",
     })

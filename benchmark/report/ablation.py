@@ -9,7 +9,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 
 from benchmark.report.common import (DASH, PAPER_DESCRIPTION_NOTE, display_name, is_finite, method_sort_key,
-                                     split_sort_key)
+                                     same_run_suffix, split_sort_key)
 from benchmark.report.document import Numbering, Table
 from benchmark.report.results_store import RunRecord, config_value
 from benchmark.report.stats import (SeedStats, fmt_cell, fmt_comparison, p_value_method, seed_stats,
@@ -86,9 +86,7 @@ def describe_change(variant_runs: list[RunRecord], full_runs: list[RunRecord]) -
     comps, overrides = changes(variant_runs[0], full_runs)
     parts = [f"{name} {'on' if on else 'off'}" for name, on in sorted(comps.items())]
     parts += [f"{k}={v}" for k, v in sorted(overrides.items())]
-    reused = sorted({r.same_run_as for r in variant_runs if r.same_run_as})
-    text = ", ".join(parts) if parts else DASH
-    return text + (f" (= {', '.join(reused)} run)" if reused else "")
+    return (", ".join(parts) if parts else DASH) + same_run_suffix(variant_runs)
 
 
 def ablation_table(group: AblationGroup, num: Numbering) -> Table:

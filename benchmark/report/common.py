@@ -53,6 +53,12 @@ def split_sort_key(split: str) -> tuple[int, float, str]:
     return (3, 0.0, s)
 
 
+def same_run_suffix(runs) -> str:
+    """' (= unimatch run)' for rows whose runs reuse another method's run (see benchmark/same_run.py)."""
+    reused = sorted({r.same_run_as for r in runs if r.same_run_as})
+    return f" (= {', '.join(reused)} run)" if reused else ""
+
+
 def slugify(text: str) -> str:
     slug = re.sub(r"[^a-z0-9_]+", "-", str(text).lower()).strip("-_")
     return slug or "unnamed"

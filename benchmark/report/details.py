@@ -9,7 +9,7 @@ from collections import Counter, defaultdict
 import pandas as pd
 
 from benchmark.report.common import (DASH, REPO_ROOT, PAPER_DESCRIPTION_METHODS, PAPER_DESCRIPTION_NOTE, display_name,
-                                     method_sort_key, slugify, split_sort_key)
+                                     method_sort_key, same_run_suffix, slugify, split_sort_key)
 from benchmark.report.comparison import REFERENCE_MARK, REFERENCE_NOTE, methods_of, paper_flag
 from benchmark.report.document import Numbering, Table
 from benchmark.report.published import REGISTER_FIELDS, RegisterState
@@ -145,9 +145,7 @@ def provenance_table(runs: list[RunRecord], num: Numbering) -> Table:
     rows = []
     for key in sorted(groups, key=lambda k: (k[0], split_sort_key(k[1]), method_sort_key(k[2]))):
         rs = groups[key]
-        reused = sorted({r.same_run_as for r in rs if r.same_run_as})
-        run_name = key[2] + (f" (= {', '.join(reused)} run)" if reused else "")
-        rows.append([key[0], key[1], run_name, ", ".join(str(s) for s in sorted(r.seed for r in rs)),
+        rows.append([key[0], key[1], key[2] + same_run_suffix(rs), ", ".join(str(s) for s in sorted(r.seed for r in rs)),
                      _short([r.profile or "" for r in rs], 24), _short([r.device or "" for r in rs], 24),
                      _short([r.git_commit or "" for r in rs]), _short([r.config_hash or "" for r in rs])])
     notes = ["Run = run name (method, or method__variant). Commits and config hashes are shortened to 10 "

@@ -16,10 +16,9 @@ from typing import Any
 import yaml
 
 from benchmark.report.common import PAPER_DESCRIPTION_METHODS, ReportError, is_finite
+# An ablation variant that trains exactly another cell's run holds this pointer instead of its own run.
+from benchmark.same_run import POINTER as SAME_RUN_POINTER
 
-# An ablation variant that trains exactly another cell's run holds this pointer instead of its own run
-# (benchmark/same_run.py writes it).
-SAME_RUN_POINTER = "same_run.json"
 # Statuses whose numbers are reported. A diverged run keeps its row so the table can say "NaN (diverged)".
 REPORTED_STATUSES = {"complete", "diverged"}
 
@@ -241,7 +240,7 @@ def _parse_same_run(folder: Path) -> RunRecord:
     paper = pointer.get("from_paper_description")
     # `path` stays the reused run's folder: its metrics.jsonl and config.yaml are this variant's too.
     return dataclasses.replace(
-        run, method=str(identity["method"]), variant=str(identity["variant"]) or None,
+        run, method=str(identity["method"]), variant=str(identity["variant"] or "") or None,
         components=identity["components"], overrides=identity["overrides"], params=identity["params"],
         from_paper_description=paper if isinstance(paper, bool) else run.from_paper_description,
         same_run_as=run.label)
