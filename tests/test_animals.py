@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from datasets import animals
+from datasets import animals, silhouettes
 from datasets.catalog import get_spec, voc_palette
 from datasets.errors import DataError
 from datasets.splits import read_split_file
@@ -158,23 +158,23 @@ def write_gz_pickle(path: Path, obj) -> Path:
 
 def test_loader_reads_numpy_arrays(tmp_path):
     array = np.arange(12, dtype=np.uint8).reshape(3, 4)
-    assert np.array_equal(animals.load_numpy_pickle(write_gz_pickle(tmp_path / "a.gz", array)), array)
+    assert np.array_equal(silhouettes.load_numpy_pickle(write_gz_pickle(tmp_path / "a.gz", array)), array)
 
 
 @pytest.mark.parametrize("payload", [RunsCode(), {"a": np.zeros(2)}, [1, 2, 3],
                                      np.array([RunsCode()], dtype=object)], ids=["call", "dict", "list", "objects"])
 def test_loader_refuses_anything_but_numpy_arrays(tmp_path, payload):
     with pytest.raises(DataError, match="numpy"):
-        animals.load_numpy_pickle(write_gz_pickle(tmp_path / "bad.gz", payload))
+        silhouettes.load_numpy_pickle(write_gz_pickle(tmp_path / "bad.gz", payload))
 
 
 def test_missing_or_corrupt_silhouette_files_raise_data_error(tmp_path):
     with pytest.raises(DataError, match="missing"):
-        animals.load_silhouettes(tmp_path)
-    for name in animals.SILHOUETTE_FILES:
+        silhouettes.load_silhouettes(tmp_path)
+    for name in silhouettes.SILHOUETTE_FILES:
         (tmp_path / name).write_bytes(b"not gzip at all")
-    with pytest.raises(DataError, match=animals.SILHOUETTE_FILES[0]):
-        animals.load_silhouettes(tmp_path)
+    with pytest.raises(DataError, match=silhouettes.SILHOUETTE_FILES[0]):
+        silhouettes.load_silhouettes(tmp_path)
 
 
 # --- catalogue and CLI ---------------------------------------------------------------------------------------
