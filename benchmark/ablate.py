@@ -87,7 +87,7 @@ def ablation_plan_cells(args: argparse.Namespace):
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)
     if args.list:
         print(describe_components())
         return 0
@@ -100,6 +100,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    build_parser().parse_args(sys.argv[1:])   # --help and bad flags answered before torch is imported
+    build_parser().parse_intermixed_args(sys.argv[1:])   # --help and bad flags answered before torch is imported
     from benchmark.cli import run_main
     run_main(lambda: main(sys.argv[1:]))

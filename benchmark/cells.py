@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from benchmark.grid import Cell
+from benchmark.runlock import EXIT_RUNNING_ELSEWHERE
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 TRAIN_COMMAND: tuple[str, ...] = (sys.executable, "-m", "benchmark.train")   # what a cell runs (tests swap it)
@@ -36,7 +37,11 @@ class RunOptions:
     device: str | None = None
     overrides: tuple[str, ...] = ()         # the user's key=value pairs, for every cell
     train_command: tuple[str, ...] = TRAIN_COMMAND
+    # Torch threads per cell (a train.threads override) when cells share the CPU and the profile does not pin
+    # train.threads; None = the profile's, else torch's default.
+    cell_threads: int | None = None
     omp_threads: int | None = None          # OMP_NUM_THREADS for children (set when cells share the CPU)
+    wait_elsewhere: bool = False            # a cell another process is training is waited for (train --wait)
 
     @property
     def logs_dir(self) -> Path:
@@ -46,7 +51,7 @@ class RunOptions:
 @dataclass
 class CellResult:
     cell: Cell
-    status: str                     # done | skipped | failed | interrupted | not started
+    status: str                     # done | skipped | failed | interrupted | not started | running elsewhere
     returncode: int | None = None
     seconds: float = 0.0
     log: str | None = None
@@ -63,6 +68,10 @@ def train_argv(cell: Cell, opts: RunOptions) -> list[str]:
         argv += ["--data-root", opts.data_root]
     if opts.device:
         argv += ["--device", opts.device]
+    if opts.wait_elsewhere:
+        argv.append("--wait")
+    if opts.cell_threads:
+        argv.append(f"train.threads={opts.cell_threads}")   # before the user's overrides, which win
     argv += list(opts.overrides) + list(cell.overrides)
     if cell.variant:
         argv.append(f"output.variant={cell.variant}")
@@ -214,6 +223,8 @@ def run_cell(cell: Cell, opts: RunOptions, procs: ProcessSet | None = None) -> C
     seconds = time.monotonic() - start
     if rc == 0:
         return CellResult(cell, "done", rc, seconds, str(log))
+    if rc == EXIT_RUNNING_ELSEWHERE:
+        return CellResult(cell, "running elsewhere", rc, seconds, str(log), note=log_tail(log, offset, lines=1))
     status = "interrupted" if procs.stopped else "failed"
     return CellResult(cell, status, rc, seconds, str(log), tail=log_tail(log, offset))
 

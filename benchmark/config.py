@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_origin, get_type_hints
@@ -31,6 +32,7 @@ class DataConfig:
     split: str = ""           # "" = the dataset's lowest label split
     crop_size: int = 0        # 0 = the dataset's default
     workers: int = 0          # DataLoader worker processes
+    custom_splits: bool = False  # accept split lists that differ from the pinned official ones (run marked custom)
 
 
 @dataclass
@@ -96,7 +98,7 @@ class GridConfig:
     seeds: int = 2
     ablations: tuple = ()     # component names to ablate
     ablation_splits: tuple = ()  # () = the grid's lowest split
-    parallel: int = 1         # cells run side by side on this machine
+    parallel: int = 0         # cells run side by side on this machine; 0 = one per usable CPU core
 
 
 @dataclass
@@ -121,8 +123,9 @@ class Config:
         """Hash of the recipe: everything but the seed, where data and outputs live, and the device."""
         recipe = self.to_dict()
         # Where and how a run is launched does not change what it computes.
+        # Threads change float summation order, not the recipe (docs/architecture.md, "Thread count").
         for section, key in (("train", "seed"), ("train", "device"), ("train", "threads"), ("data", "root"),
-                             ("data", "split_dir"), ("data", "workers")):
+                             ("data", "split_dir"), ("data", "workers"), ("data", "custom_splits")):
             recipe[section].pop(key)
         recipe.pop("output")
         recipe.pop("grid")
@@ -183,6 +186,35 @@ def parse_override(text: str) -> tuple[str, Any]:
     return key, value
 
 
+# Paths a user writes (flags, overrides, --config) are relative to the current folder, for every entry point;
+# those in the shipped profiles and dataset YAMLs are relative to the repository (benchmark.data.resolve_path).
+USER_PATH_KEYS = ("data.root", "data.split_dir", "output.results_dir", "model.weights")
+NOT_PATHS = ("", "none", "imagenet")
+
+
+def anchor_path(key: str, value: Any) -> Any:
+    if key not in USER_PATH_KEYS or not isinstance(value, str) or value.lower() in NOT_PATHS:
+        return value
+    return str(Path(value).expanduser().absolute())
+
+
+def anchor_override(text: str) -> str:
+    """`key=value` with a relative path value made absolute against the current folder (for a subprocess that
+    runs elsewhere)."""
+    key, sep, raw = text.partition("=")
+    anchored = anchor_path(key.strip(), raw)
+    return f"{key}{sep}{anchored}" if sep and anchored != raw else text
+
+
+def _anchor_tree(tree: dict[str, Any]) -> dict[str, Any]:
+    out = {section: dict(values) if isinstance(values, dict) else values for section, values in tree.items()}
+    for dotted in USER_PATH_KEYS:
+        section, key = dotted.split(".")
+        if isinstance(out.get(section), dict) and key in out[section]:
+            out[section][key] = anchor_path(dotted, out[section][key])
+    return out
+
+
 def nest(dotted: dict[str, Any]) -> dict[str, Any]:
     tree: dict[str, Any] = {}
     for key, value in dotted.items():
@@ -212,7 +244,7 @@ def resolve(*, profile: str = "default", dataset: str | None = None, method: str
     """Build the run config. Precedence: CLI overrides > CLI flags > --config > profile > dataset > defaults."""
     layers: list[dict[str, Any]] = []
     profile_tree = named_yaml("profiles", profile)
-    file_tree = load_yaml(Path(config_file), "config file") if config_file else {}
+    file_tree = _anchor_tree(load_yaml(Path(config_file), "config file")) if config_file else {}
     flags: dict[str, Any] = {"profile": profile}
     if dataset is not None:
         flags["data.dataset"] = dataset
@@ -222,7 +254,7 @@ def resolve(*, profile: str = "default", dataset: str | None = None, method: str
         flags["data.split"] = split
     if seed is not None:
         flags["train.seed"] = seed
-    cli_tree = deep_merge(nest(flags), nest(dict(parse_override(o) for o in overrides)))
+    cli_tree = _anchor_tree(deep_merge(nest(flags), nest(dict(parse_override(o) for o in overrides))))
 
     upper = deep_merge(deep_merge(profile_tree, file_tree), cli_tree)
     dataset_name = upper.get("data", {}).get("dataset", DataConfig.dataset)
@@ -271,6 +303,13 @@ def _typed(value: Any, kind: Any, where: str) -> Any:
     elif origin is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
+        if isinstance(value, str):   # YAML 1.1 reads 1e-4 (no dot) as a string
+            try:
+                number = float(value)
+            except ValueError:
+                number = float("nan")
+            if math.isfinite(number):
+                return number
     elif origin is str:
         if isinstance(value, (str, int, float)) and not isinstance(value, bool):
             return str(value)

@@ -15,6 +15,7 @@ class or by a registered method whose components it extends, unless the class st
 """
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 from typing import Any, Iterable
@@ -116,11 +117,19 @@ def load_plan(profile: str, overrides: Iterable[str] = (), *, dataset: str | Non
     seeds = grid.seeds if seeds is None else seeds
     if seeds < 1:
         raise _config_error(f"seeds must be at least 1, got {seeds}")
-    if grid.parallel < 1:
-        raise _config_error(f"grid.parallel must be at least 1, got {grid.parallel}")
+    if grid.parallel < 0:
+        raise _config_error(f"grid.parallel must be 0 (one cell per usable core) or positive, got {grid.parallel}")
     return GridPlan(profile=profile, dataset=spec.name, methods=_unique(methods), splits=_unique(splits),
                     seeds=seeds, ablations=_unique(grid.ablations), ablation_splits=_unique(ablation_splits),
-                    parallel=grid.parallel)
+                    parallel=grid.parallel or usable_cores())
+
+
+def usable_cores() -> int:
+    """Cores this process may run on (a Slurm allocation or taskset, not the whole machine)."""
+    try:
+        return max(len(os.sched_getaffinity(0)), 1)
+    except AttributeError:   # not on Linux
+        return os.cpu_count() or 1
 
 
 def grid_cells(plan: GridPlan) -> list[Cell]:

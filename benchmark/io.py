@@ -1,11 +1,48 @@
-"""Atomic file writes: a reader (or a crash) never sees a half-written result or checkpoint."""
+"""Atomic file writes: a reader (or a crash) never sees a half-written result or checkpoint.
+
+Files get the permissions the user's umask allows (0644 usually), like any file the user creates, so colleagues
+on a shared cluster can read results. A full disk is one `DiskFullError` naming the file; whatever was written
+before it (the previous checkpoint, the earlier log lines) stays as it was.
+"""
 from __future__ import annotations
 
+import errno
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
 from typing import Any, Callable
+
+DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+
+
+def _current_umask() -> int:
+    mask = os.umask(0o022)   # the only portable way to read it is to set it; restored at once
+    os.umask(mask)
+    return mask
+
+
+FILE_MODE = 0o666 & ~_current_umask()
+
+
+class DiskFullError(OSError):
+    """No space (or quota) left to write a result file."""
+
+    def __init__(self, path: Path):
+        super().__init__(errno.ENOSPC, f"the disk is full: cannot write {path} (no space or quota left on its "
+                                       f"file system; free some space and rerun, earlier results are kept)")
+        self.path = path
+
+    def __str__(self) -> str:
+        return self.strerror
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    if isinstance(exc, OSError):
+        return exc.errno in DISK_FULL_ERRNOS
+    # torch's C++ writer reports a failed write as a RuntimeError, without the errno.
+    return isinstance(exc, RuntimeError) and ("No space left" in str(exc) or "file write failed" in str(exc))
 
 
 def atomic_write(path: Path, write: Callable[[Any], None], mode: str = "w") -> None:
@@ -13,30 +50,61 @@ def atomic_write(path: Path, write: Callable[[Any], None], mode: str = "w") -> N
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, FILE_MODE)   # mkstemp creates 0600
         with os.fdopen(fd, mode) as handle:
             write(handle)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if is_disk_full(exc) and not isinstance(exc, DiskFullError):
+            raise DiskFullError(path) from None
         raise
+
+
+def check_writable(folder: Path) -> None:
+    """Create `folder` if needed and write a probe file in it; an OSError naming `folder` otherwise."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        raise OSError(exc.errno, exc.strerror, str(folder)) from None
 
 
 def atomic_write_text(path: Path, text: str) -> None:
     atomic_write(path, lambda f: f.write(text))
 
 
+def json_safe(value: Any) -> Any:
+    """NaN and infinities become null (JSON has no NaN); the record's status says why a figure is missing."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value
+
+
 def atomic_write_json(path: Path, data: Any) -> None:
-    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
+    atomic_write_text(path, json.dumps(json_safe(data), indent=2, sort_keys=False, default=str,
+                                       allow_nan=False) + "\n")
 
 
 def append_jsonl(path: Path, record: dict[str, Any]) -> None:
     """Append one line; a torn last line (after a kill) is dropped by `read_jsonl`."""
-    with open(path, "a") as handle:
-        handle.write(json.dumps(record, default=str) + "\n")
-        handle.flush()
+    try:
+        with open(path, "a") as handle:
+            handle.write(json.dumps(record, default=str) + "\n")
+            handle.flush()
+    except OSError as exc:
+        if is_disk_full(exc):
+            raise DiskFullError(Path(path)) from None
+        raise
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:

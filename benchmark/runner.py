@@ -9,6 +9,7 @@ command again to resume.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import shlex
 import signal
@@ -22,6 +23,7 @@ from typing import Iterable
 from benchmark.cells import (REPO_ROOT, TRAIN_COMMAND, CellResult, RunOptions, cell_config, cell_state, fmt_time,
                              run_local, summary_best, train_argv)
 from benchmark.grid import Cell
+from benchmark.io import check_writable
 
 EXIT_FAILED = 1
 EXIT_INTERRUPTED = 130
@@ -44,8 +46,17 @@ overrides:
   folder; relative paths inside profiles are relative to the repository.
 
 parallelism:
-  --jobs N runs N cells side by side; each child then gets OMP_NUM_THREADS = cores / N (unless you set
-  OMP_NUM_THREADS yourself), so N cells do not oversubscribe the CPU. Profiles may pin train.threads.
+  --jobs N runs N cells side by side (default: grid.parallel of the profile; 0 there = one cell per usable
+  core). With N > 1 each cell runs the profile's train.threads, or train.threads=1 where the profile does not
+  pin it, and OMP_NUM_THREADS likewise (unless you set it), so N cells do not oversubscribe the CPU; with N = 1
+  an unpinned cell uses torch's default. Every summary.json records its thread count.
+
+concurrent runners:
+  Each run folder is trained by one process at a time (a lease lock, .train.lock, that holds on shared file
+  systems and that a killed process does not leave blocking). A cell that another grid, Slurm task or
+  `benchmark.train` is training shows as "running elsewhere"; once its own cells are done the runner waits
+  for those, so its reports include them. A results folder that cannot be written stops the grid before any
+  cell starts.
 
 slurm:
   --launcher slurm submits the cells that are not finished as one Slurm job array through submitit; each array
@@ -61,7 +72,8 @@ exit status: 0 all cells done or skipped, 1 a cell (or the report) failed, 2 bad
 
 def results_table(results: list[CellResult]) -> str:
     from tabulate import tabulate
-    order = {"failed": 0, "interrupted": 1, "not started": 2, "done": 3, "skipped": 4, "same run": 5}
+    order = {"failed": 0, "interrupted": 1, "not started": 2, "running elsewhere": 3, "done": 4, "skipped": 5,
+             "same run": 6}
     rows = []
     for r in sorted(results, key=lambda r: (order.get(r.status, 9),)):
         rows.append([r.cell.label, r.status, fmt_time(r.seconds) if r.seconds else "",
@@ -70,7 +82,7 @@ def results_table(results: list[CellResult]) -> str:
     table = tabulate(rows, headers=["cell", "status", "time", "best mIoU", "log / note"], tablefmt="simple",
                      floatfmt=".2f", missingval="")
     counts = Counter(r.status for r in results)
-    statuses = ("done", "skipped", "same run", "failed", "interrupted", "not started")
+    statuses = ("done", "skipped", "same run", "running elsewhere", "failed", "interrupted", "not started")
     line = ", ".join(f"{counts[s]} {s}" for s in statuses if counts[s])
     return f"{table}\n\n{len(results)} cells: {line}"
 
@@ -210,19 +222,19 @@ def _abs(path: str | None) -> str | None:
 
 
 def run_options(args: argparse.Namespace, jobs: int) -> RunOptions:
-    from benchmark.config import resolve
+    from benchmark.config import anchor_override, resolve
     from benchmark.data import resolve_path
-    if args.results_dir:
-        results = _abs(args.results_dir)
-    else:
-        from benchmark.grid import GRID_PLACEHOLDER_METHOD
-        cfg = resolve(profile=args.profile, dataset=args.dataset, method=GRID_PLACEHOLDER_METHOD,
-                      overrides=list(args.overrides))
-        results = str(resolve_path(cfg.output.results_dir))
-    cores = os.cpu_count() or 1
+    from benchmark.grid import GRID_PLACEHOLDER_METHOD
+    cfg = resolve(profile=args.profile, dataset=args.dataset, method=GRID_PLACEHOLDER_METHOD,
+                  overrides=list(args.overrides))
+    results = _abs(args.results_dir) if args.results_dir else str(resolve_path(cfg.output.results_dir))
+    shared_cpu = jobs > 1 and args.launcher == "local"
+    pinned = cfg.train.threads or None
+    # Cells run in the repository folder: the user's relative paths are anchored where the user is.
     return RunOptions(profile=args.profile, results_dir=results, data_root=_abs(args.data_root), device=args.device,
-                      overrides=tuple(args.overrides), train_command=TRAIN_COMMAND,
-                      omp_threads=max(cores // jobs, 1) if jobs > 1 and args.launcher == "local" else None)
+                      overrides=tuple(anchor_override(o) for o in args.overrides), train_command=TRAIN_COMMAND,
+                      cell_threads=1 if shared_cpu and not pinned else None,
+                      omp_threads=(pinned or 1) if shared_cpu else None)
 
 
 def reports_dir_for(args: argparse.Namespace, opts: RunOptions) -> Path:
@@ -284,9 +296,12 @@ def execute(cells: list[Cell], args: argparse.Namespace, jobs: int, title: str =
     results = list(skipped)
     code = 0
     try:
+        if todo:
+            check_writable(Path(opts.results_dir))
         if todo and args.launcher == "local":
             prepare_data(todo, opts)
             results += run_local(todo, opts, jobs, states, done_before=len(skipped), total=len(cells))
+            results = wait_for_elsewhere(results, opts, jobs, states)
         elif todo:
             from benchmark import slurm
             outcome = slurm.run_slurm(todo, opts, slurm.options_from_args(args), states=states,
@@ -316,6 +331,23 @@ def execute(cells: list[Cell], args: argparse.Namespace, jobs: int, title: str =
     return code
 
 
+def wait_for_elsewhere(results: list[CellResult], opts: RunOptions, jobs: int,
+                       states: dict) -> list[CellResult]:
+    """Cells another process was training: wait for each to end (it has finished them, or it died and this
+    runner resumes them), so that the reports include them."""
+    elsewhere = [r for r in results if r.status == "running elsewhere"]
+    if not elsewhere:
+        return results
+    print(f"waiting for {len(elsewhere)} cell(s) that another process is training (Ctrl-C stops waiting; "
+          f"they go on there)", file=sys.stderr, flush=True)
+    kept = [r for r in results if r.status != "running elsewhere"]
+    waited = run_local([r.cell for r in elsewhere], dataclasses.replace(opts, wait_elsewhere=True), jobs, states,
+                       done_before=len(kept), total=len(results))
+    for r in waited:
+        r.note = r.note or ("was running elsewhere; waited for it" if r.status == "done" else "")
+    return kept + waited
+
+
 def stop_on_sigterm() -> None:
     """`kill <runner>` (or a job scheduler ending it) stops the cells like Ctrl-C does."""
     def handler(signum, frame):
@@ -326,7 +358,7 @@ def stop_on_sigterm() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     from benchmark import grid
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_intermixed_args(argv)
     plan = grid.load_plan(args.profile, args.overrides, dataset=args.dataset, methods=args.methods,
                           splits=args.splits, seeds=args.seeds)
     cells = grid.grid_cells(plan)
@@ -338,6 +370,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    build_parser().parse_args(sys.argv[1:])   # --help and bad flags answered before torch is imported
+    build_parser().parse_intermixed_args(sys.argv[1:])   # --help and bad flags answered before torch is imported
     from benchmark.cli import run_main
     run_main(lambda: main(sys.argv[1:]))

@@ -5,7 +5,9 @@
     python -m benchmark.train --method s4mim train.iters=200 method.components.feature_agg=false
 
 Overrides are dotted `section.key=value` pairs; precedence: overrides > flags > --config > profile > dataset
-YAML > defaults. A run resumes from its checkpoint automatically; a finished run is not redone.
+YAML > defaults; overrides may stand anywhere among the flags. Relative paths (flags, overrides, --config values)
+are relative to the current folder. One process trains a run folder at a time: a second one exits with status 75
+("running elsewhere"), or with --wait waits for the first. A run resumes from its checkpoint automatically; a finished run is not redone.
 """
 from __future__ import annotations
 
@@ -30,10 +32,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--results-dir", help="where run folders go (same as output.results_dir=...)")
     parser.add_argument("--device", help="auto, cpu, cuda or cuda:N (same as train.device=...)")
     parser.add_argument("--fresh", action="store_true", help="discard this run's checkpoint and results first")
+    parser.add_argument("--wait", action="store_true",
+                        help="if another process is training this run, wait for it to end (default: exit 75, "
+                             "'running elsewhere')")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     parser.add_argument("overrides", nargs="*", metavar="section.key=value")
-    return parser.parse_args(argv)
+    # Overrides may come before, between or after flags.
+    return parser.parse_intermixed_args(argv)
 
 
 def describe_everything() -> str:
@@ -78,7 +84,7 @@ def main(argv=None) -> int:
     from benchmark.trainer import Trainer
     dist = init_distributed(cfg)
     trainer = Trainer(cfg, progress=not args.no_progress, dist=dist)
-    summary = trainer.fit(fresh=args.fresh)
+    summary = trainer.fit(fresh=args.fresh, wait=args.wait)
     if dist.is_main:
         best, last = summary["best"], summary["last"]
         print(json.dumps({"run": str(trainer.run_dir), "best_miou": round(best["miou"], 2),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import math
 import random
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -13,12 +14,13 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from benchmark import runinfo
+from benchmark import runinfo, runlock
 from benchmark.config import Config, ConfigError, save_yaml
 from benchmark.data import DataPlan, Streams, plan_data, val_loader
 from benchmark.evaluate import evaluate
 from benchmark.io import append_jsonl, atomic_write, atomic_write_json, read_jsonl, rewrite_jsonl
 from benchmark.model import build_model
+from benchmark.split_lists import check_split_lists
 from methods import registry
 from methods.base import Batch, LossSettings, Method, MethodContext, StepInfo
 
@@ -84,11 +86,25 @@ class Trainer:
         self.cfg = cfg
         self.progress = progress
         self.dist = dist or runinfo.DistInfo()
+        # Everything that can be checked without data comes first: a bad method or budget creates nothing.
+        from datasets.catalog import get_spec
+        self.method = build_method(cfg, get_spec(cfg.data.dataset).num_classes)
+        self.device = resolve_device(cfg.train.device) if not self.dist.enabled else self.dist.device
+        self._check_budget()
         self.plan: DataPlan = plan_data(cfg)
         cfg.data.split = self.plan.split
+        self.split_lists = check_split_lists(self.plan.spec.name, self.plan.split_dir, self.plan.split,
+                                             cfg.data.custom_splits, uses_unlabeled=bool(self.method.needs()))
         self.run_dir = run_dir_for(cfg)
-        self.device = resolve_device(cfg.train.device) if not self.dist.enabled else self.dist.device
-        self.method = build_method(cfg, self.plan.spec.num_classes)
+
+    def _check_budget(self) -> None:
+        train = self.cfg.train
+        for key in ("iters", "epochs"):
+            if getattr(train, key) < 0:
+                raise ConfigError(f"train.{key} must be 0 or positive, got {getattr(train, key)}")
+        if train.iters == 0 and train.epochs == 0:
+            raise ConfigError("set train.iters or train.epochs to a positive number")
+        self._autocast()   # validates train.amp
 
     # --- setup ------------------------------------------------------------------------------------------
     def _setup(self) -> None:
@@ -127,13 +143,13 @@ class Trainer:
         return contextlib.nullcontext()
 
     # --- checkpoints ------------------------------------------------------------------------------------
-    def _save_checkpoint(self, step: int, best: dict | None, train_time: float) -> None:
+    def _save_checkpoint(self, step: int, best: dict | None, train_time: float, last: dict | None) -> None:
         if not self.cfg.output.save_checkpoint or not self.dist.is_main:
             return
         state = {
             "step": step, "model": self.model.state_dict(), "extra": self.extra.state_dict(),
             "optimizer": self.optimizer.state_dict(), "method": self.method.state_dict(), "best": best,
-            "train_time": train_time, "config_hash": self.cfg.hash(),
+            "train_time": train_time, "config_hash": self.cfg.hash(), "last": last, "threads": self.threads,
             "rng": {"python": random.getstate(), "numpy": _numpy_state_to_tensors(np.random.get_state()),
                     "torch": torch.get_rng_state(),
                     "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None},
@@ -172,7 +188,19 @@ class Trainer:
             rewrite_jsonl(path, [r for r in read_jsonl(path) if r.get(key, 0) <= step])
 
     # --- the loop ---------------------------------------------------------------------------------------
-    def fit(self, fresh: bool = False) -> dict[str, Any]:
+    def fit(self, fresh: bool = False, wait: bool = False) -> dict[str, Any]:
+        """Train (or resume, or return the finished summary). One process per run folder: another live one
+        training it raises runlock.RunLockedError, or with `wait` is waited for."""
+        if not self.dist.is_main:
+            return self._fit(fresh)
+        existing = runinfo.read_summary(self.run_dir / "summary.json")
+        if not fresh and existing and existing.get("status") == "complete" and \
+                existing.get("config_hash") == self.cfg.hash():
+            return existing
+        with runlock.run_lock(self.run_dir, wait=wait):
+            return self._fit(fresh)
+
+    def _fit(self, fresh: bool) -> dict[str, Any]:
         summary_path = self.run_dir / "summary.json"
         if fresh and self.dist.is_main:
             for name in (CHECKPOINT, "summary.json", "metrics.jsonl", "train_log.jsonl"):
@@ -187,6 +215,7 @@ class Trainer:
         start = state["step"] if state else 0
         best = state["best"] if state else None
         train_time = state["train_time"] if state else 0.0
+        self.threads = self._threads_record(state)
         if self.dist.is_main:
             save_yaml(self.cfg.to_dict(), self.run_dir / "config.yaml")
             if state:
@@ -205,7 +234,8 @@ class Trainer:
                    desc=f"{self.cfg.method['name']} {self.plan.spec.name}/{self.plan.split} seed{self.cfg.train.seed}",
                    dynamic_ncols=True, leave=False)
         session_steps, session_time = 0, 0.0
-        last = None
+        # A checkpoint at the last step already holds the last evaluation (rebuilding the summary adds nothing).
+        last = self._final_evaluation(state) if state and start >= total else None
         self.model.train()
         for step in range(start, total):
             tick = time.perf_counter()
@@ -214,11 +244,10 @@ class Trainer:
             except NonFiniteLossError:
                 # Recorded as diverged (mIoU NaN) so the report shows it; the checkpoint before it is kept.
                 if self.dist.is_main:
-                    nan = {"iter": step + 1, "miou": float("nan"), "per_class": {}}
-                    atomic_write_json(summary_path, {**runinfo.summary(
-                        self.cfg, self.method, self.plan, nan, nan, total, train_time + session_time,
-                        session_time / max(session_steps, 1), images_per_step * self.dist.world_size,
-                        self.device), "status": "diverged"})
+                    nan = {"iter": step + 1, "miou": None, "per_class": {}}
+                    atomic_write_json(summary_path, {**self._summary(
+                        nan, nan, total, train_time + session_time, session_steps and
+                        session_time / session_steps, images_per_step), "status": "diverged"})
                 raise
             session_time += time.perf_counter() - tick
             session_steps += 1
@@ -235,17 +264,38 @@ class Trainer:
             else:
                 ckpt_due = self.cfg.train.checkpoint_every > 0 and done % self.cfg.train.checkpoint_every == 0
             if ckpt_due:
-                self._save_checkpoint(done, best, train_time + session_time)
+                self._save_checkpoint(done, best, train_time + session_time, last)
         bar.close()
         if last is None:  # resumed from a checkpoint written at the very last step
             last = self._evaluate(total, train_time)
         train_time += session_time
-        summary = runinfo.summary(self.cfg, self.method, self.plan, best, last, total, train_time,
-                                  session_time / max(session_steps, 1), images_per_step * self.dist.world_size,
-                                  self.device)
+        # train_time holds step time only (restored from the checkpoint), so this is the whole run's mean step.
+        summary = self._summary(best, last, total, train_time, train_time / total, images_per_step)
         if self.dist.is_main:
             atomic_write_json(summary_path, summary)
         return summary
+
+    def _final_evaluation(self, state: dict) -> dict | None:
+        if state.get("last") is not None:
+            return state["last"]
+        # A checkpoint from before it carried "last": the evaluation line it was written after.
+        return next((r for r in read_jsonl(self.run_dir / "metrics.jsonl") if r.get("iter") == state["step"]), None)
+
+    def _summary(self, best: dict, last: dict, total: int, train_time: float, step_time: float,
+                 images_per_step: int) -> dict[str, Any]:
+        return {**runinfo.summary(self.cfg, self.method, self.plan, best, last, total, train_time, step_time,
+                                  images_per_step * self.dist.world_size, self.device),
+                "split_lists": self.split_lists, "threads": self.threads}
+
+    def _threads_record(self, state: dict | None) -> list[int]:
+        """Torch threads of every session of this run. Not in the config hash (docs/architecture.md), so a
+        resume under another count is allowed but recorded, and said."""
+        used = list(state.get("threads") or []) if state else []
+        now = torch.get_num_threads()
+        if used and now not in used:
+            print(f"warning: {self.run_dir} resumes with {now} torch threads after {used[-1]}; its summary "
+                  f"records both (results can differ in the last digits)", file=sys.stderr)
+        return used + [now] if now not in used else used
 
     def _train_step(self, streams: Streams, step: int, total: int) -> dict[str, float]:
         raw = streams.next()

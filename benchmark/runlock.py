@@ -1,0 +1,72 @@
+"""One trainer per run folder, across processes, grids, Slurm requeues and hosts.
+
+The lock is filelock's `SoftFileLease`: a marker file (`.train.lock` in the run folder, holding the owner's host
+and pid) that the holder refreshes from a heartbeat thread. It needs no `flock` support, so it holds on NFS and
+Lustre mounts that lack it, and a lock left by a killed process never blocks forever: on the same host it is
+taken over at once (the recorded pid is gone), from another host once it has gone unrefreshed for
+LEASE_SECONDS.
+"""
+from __future__ import annotations
+
+import contextlib
+import time
+from pathlib import Path
+from typing import Iterator
+
+from filelock import SoftFileLease, Timeout
+
+LOCK_NAME = ".train.lock"
+LEASE_SECONDS = 120.0        # a holder that stops refreshing (host died) is taken over after this long
+WAIT_POLL_SECONDS = 2.0
+EXIT_RUNNING_ELSEWHERE = 75  # EX_TEMPFAIL: the run is not ours to train now; the runner reports it, not a failure
+
+
+class RunLockedError(RuntimeError):
+    """Another live process is training this run folder."""
+
+    def __init__(self, run_dir: Path, holder: str):
+        super().__init__(f"{run_dir} is being trained by {holder}; not starting it twice "
+                         f"(rerun when that run has ended, or pass --wait to wait for it)")
+        self.run_dir = run_dir
+
+
+def holder_of(lock_file: Path) -> str:
+    """'pid N on host H' from the marker, for messages."""
+    try:
+        fields = dict(line.split("=", 1) for line in lock_file.read_text().splitlines() if "=" in line)
+    except OSError:
+        return "another process"
+    return f"pid {fields.get('pid', '?')} on host {fields.get('host', '?')}"
+
+
+@contextlib.contextmanager
+def run_lock(run_dir: Path, wait: bool = False) -> Iterator[None]:
+    """Hold the run folder's lock while the body runs. Raises RunLockedError when another live process holds
+    it, unless `wait`, which blocks until it is released or goes stale."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    lock = SoftFileLease(run_dir / LOCK_NAME, lease_duration=LEASE_SECONDS)
+    while True:
+        try:
+            lock.acquire(timeout=0)
+            break
+        except Timeout:
+            if not wait:
+                raise RunLockedError(run_dir, holder_of(run_dir / LOCK_NAME)) from None
+            time.sleep(WAIT_POLL_SECONDS)
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def is_locked(run_dir: Path) -> bool:
+    """Whether a live process holds the run folder's lock now (a stale marker does not count)."""
+    lock_file = Path(run_dir) / LOCK_NAME
+    if not lock_file.exists():
+        return False
+    try:
+        with run_lock(run_dir):
+            return False
+    except RunLockedError:
+        return True
