@@ -7,6 +7,7 @@ the report, unless --strict.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -82,8 +83,7 @@ def render(args) -> int:
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
     built = build_document(store, published, register, out)
-    write_text_atomic(out / "report.md", render_markdown(built.document, out))
-    render_pdf(built.document, out / "report.pdf")
+    write_report_pair(out, render_markdown(built.document, out), lambda path: render_pdf(built.document, path))
     _remove_stale(out, built.written)
     for w in built.warnings:
         print(f"warning: {w}", file=sys.stderr)
@@ -91,6 +91,21 @@ def render(args) -> int:
     print(f"wrote {out / 'report.md'} and {out / 'report.pdf'} ({len(store.runs)} runs, "
           f"{len(store.references)} reference logs, {n_fig} figures, {len(store.skipped)} skipped)")
     return 0
+
+
+def write_report_pair(out: Path, markdown: str, render_pdf_to) -> None:
+    """report.md and report.pdf are replaced together or not at all (a full disk leaves the previous pair):
+    both are written beside their targets first and moved into place only once both exist."""
+    from benchmark.report.common import temp_path_beside, write_text_atomic
+    pdf_tmp, md_tmp = temp_path_beside(out / "report.pdf"), temp_path_beside(out / "report.md")
+    try:
+        render_pdf_to(pdf_tmp)
+        write_text_atomic(md_tmp, markdown)
+        os.replace(pdf_tmp, out / "report.pdf")
+        os.replace(md_tmp, out / "report.md")
+    finally:
+        for tmp in (pdf_tmp, md_tmp):
+            tmp.unlink(missing_ok=True)
 
 
 def _remove_stale(out: Path, written: set[Path]) -> None:

@@ -7,7 +7,7 @@ import re
 import tempfile
 from pathlib import Path
 
-from benchmark.io import atomic_write
+from benchmark.io import FILE_MODE, atomic_write
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -68,6 +68,15 @@ def is_finite(x) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
 
+# UniMatch's COCO config says `backbone: xception`; its paper and our published tables call it Xception-65.
+OFFICIAL_LOG_BACKBONES = {"xception": "xception65"}
+
+
+def published_backbone(name: str | None) -> str | None:
+    """The published tables' name for a backbone an official log names otherwise."""
+    return OFFICIAL_LOG_BACKBONES.get(name, name) if name else name
+
+
 def write_text_atomic(path: Path, text: str) -> None:
     atomic_write(Path(path), lambda f: f.write(text.encode("utf-8")), mode="wb")
 
@@ -81,5 +90,6 @@ def temp_path_beside(path: Path) -> Path:
     the caller `os.replace`s it onto the target, so readers never see a half-written file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
+    os.fchmod(fd, FILE_MODE)   # mkstemp's 0600 would stay on the target after os.replace
     os.close(fd)
     return Path(tmp)

@@ -120,7 +120,9 @@ def published_table(runs: list[RunRecord], refs: list[ReferenceRecord], publishe
     entries = [e for e in published if e.dataset == dataset]
     if not entries:
         return None
-    fr = full_runs(runs, dataset)
+    # A run on other split lists than the official ones is never set beside a published number.
+    custom = [r for r in full_runs(runs, dataset) if r.custom_splits]
+    fr = [r for r in full_runs(runs, dataset) if not r.custom_splits]
     stats = stats_by(fr, "best")
     ds_refs = [r for r in refs if r.dataset == dataset]
     sources: list[str] = []
@@ -154,6 +156,9 @@ def published_table(runs: list[RunRecord], refs: list[ReferenceRecord], publishe
              "(points), only where both exist; '(other backbone)' marks a Δ across different backbones (e.g. a "
              "small CPU backbone vs the paper's ResNet-101) — a gap to read, not an error. 'not available': the "
              "published value is null in benchmark/data/published.yaml until someone copies it from the paper."]
+    if custom:
+        notes.append(f"{len(custom)} run(s) trained on custom split lists (data.custom_splits=true, checksums in "
+                     f"their summary.json) are left out of this table: their numbers are not comparable.")
     notes += [f"[{i}] {s}" for i, s in enumerate(sources, start=1)]
     if any(e.method in ("s4mim", "maskmatch") for e in entries) or any(paper_flag(fr, m) for m in methods_of(fr)):
         notes.append(PAPER_DESCRIPTION_NOTE)

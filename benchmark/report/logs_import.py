@@ -18,7 +18,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from benchmark.report.common import ReportError, slugify, write_text_atomic
+from benchmark.report.common import ReportError, published_backbone, slugify, write_text_atomic
 
 EPOCH_RE = re.compile(r"=+>\s*Epoch:\s*(\d+)")
 CLASS_RE = re.compile(r"Class \[(\d+)\s+([^\]]+?)\]\s+IoU:\s*([-+]?\d+(?:\.\d+)?|nan)", re.I)
@@ -142,7 +142,7 @@ def import_log(log_path: Path, results: Path, name: str, dataset: str | None = N
     best, last = parsed.best, parsed.last
     record = {
         "kind": "reference_log", "name": name, "method": method, "dataset": dataset, "split": str(split),
-        "backbone": backbone or cfg.get("backbone"), "crop_size": cfg.get("crop_size"),
+        "backbone": backbone or published_backbone(cfg.get("backbone")), "crop_size": cfg.get("crop_size"),
         "source_log": f"{log_path.name} (sha256 {hashlib.sha256(raw).hexdigest()[:16]})",
         "format": {"mean_key": parsed.mean_key, "mask_key": parsed.mask_key,
                    "eval_mode": best.mode},

@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from benchmark.report.common import PAPER_DESCRIPTION_METHODS, ReportError, is_finite
+from benchmark.report.common import PAPER_DESCRIPTION_METHODS, ReportError, is_finite, published_backbone
 # An ablation variant that trains exactly another cell's run holds this pointer instead of its own run.
 from benchmark.same_run import POINTER as SAME_RUN_POINTER
 
@@ -59,6 +59,7 @@ class RunRecord:
     class_names: list[str] = field(default_factory=list)      # evaluation order of the classes
     report_note: str = ""                                      # output.report_note of the run's profile
     same_run_as: str | None = None    # label of the run this variant reuses (identical training), if any
+    custom_splits: bool = False       # trained on split lists other than the pinned official ones
 
     @property
     def label(self) -> str:
@@ -213,6 +214,7 @@ def parse_run_folder(folder: Path) -> RunRecord:
         from_paper_description=bool(paper) if isinstance(paper, bool) else method.lower() in PAPER_DESCRIPTION_METHODS,
         params=_dict(s.get("params"), "params"),
         class_names=[str(c) for c in s["class_names"]] if isinstance(s.get("class_names"), list) else [],
+        custom_splits=isinstance(s.get("split_lists"), dict) and s["split_lists"].get("custom") is True,
     )
 
 
@@ -327,7 +329,7 @@ def parse_reference(path: Path) -> ReferenceRecord:
                              {str(k): float(v) for k, v in (raw.get("per_class") or {}).items()})
         return ReferenceRecord(
             path=path, name=str(r["name"]), dataset=str(r["dataset"]), split=str(r["split"]),
-            method=str(r.get("method", "unimatch")), backbone=_opt_str(r.get("backbone")),
+            method=str(r.get("method", "unimatch")), backbone=published_backbone(_opt_str(r.get("backbone"))),
             best=point(r["best"]), last=point(r["last"]),
             curve=[(int(p["epoch"]), float(p["miou"])) for p in r.get("curve", [])],
             source_log=str(r.get("source_log", "")))
