@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from benchmark.grid import Cell
-from benchmark.runlock import EXIT_RUNNING_ELSEWHERE
+from benchmark.runlock import EXIT_RUNNING_ELSEWHERE, LOCK_NAME, looks_held
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 TRAIN_COMMAND: tuple[str, ...] = (sys.executable, "-m", "benchmark.train")   # what a cell runs (tests swap it)
@@ -274,6 +274,18 @@ def run_local(cells: list[Cell], opts: RunOptions, jobs: int, states: dict[tuple
     futures: dict[Future, Cell] = {}
     noted: set[Future] = set()
 
+    def attempt(cell: Cell, opts: RunOptions, procs: ProcessSet) -> CellResult:
+        # Another runner may have finished or started this cell since the grid was listed: no process for it.
+        state = states.get(cell.key)
+        if state is not None and not opts.wait_elsewhere:
+            from benchmark.runinfo import read_summary
+            summary = read_summary(state.run_dir / "summary.json") or {}
+            if summary.get("status") == "complete" and summary.get("config_hash") == state.config_hash:
+                return CellResult(cell, "skipped", best_miou=summary_best(summary), note="finished elsewhere")
+            if looks_held(state.run_dir):
+                return CellResult(cell, "running elsewhere", note=f"lock: {state.run_dir / LOCK_NAME}")
+        return cell_fn(cell, opts, procs)
+
     def outcome(fut: Future) -> CellResult:
         try:
             return fut.result()
@@ -287,13 +299,13 @@ def run_local(cells: list[Cell], opts: RunOptions, jobs: int, states: dict[tuple
         bar.update(1)
         n = done_before + len(results)
         extra = f"  best {result.best_miou:.2f} mIoU" if result.best_miou is not None else ""
-        where = f"  log: {result.log}" if result.status != "done" else ""
+        where = f"  log: {result.log}" if result.status != "done" and result.log else ""
         bar.write(f"[{n}/{total}] {result.status:<11} {result.cell.label}  {fmt_time(result.seconds)}"
                   f"{extra}{where}", file=sys.stderr)
 
     try:
         for cell in cells:
-            futures[pool.submit(cell_fn, cell, opts, procs)] = cell
+            futures[pool.submit(attempt, cell, opts, procs)] = cell
         pending = set(futures)
         while pending:
             finished, pending = wait(pending, timeout=1.0, return_when=FIRST_COMPLETED)

@@ -13,7 +13,8 @@ EXIT_USER_ERROR = 2
 WORKER_TRACEBACK_MARK = "Original Traceback"
 OS_ERROR_REASONS = {errno.EACCES: "permission denied", errno.EPERM: "permission denied",
                     errno.EROFS: "read-only file system", errno.ENOSPC: "the disk is full",
-                    errno.EDQUOT: "disk quota exceeded"}
+                    errno.EDQUOT: "disk quota exceeded", errno.ENOTDIR: "a part of the path is not a folder",
+                    errno.EEXIST: "it exists and is not a folder"}
 
 
 def user_errors() -> tuple[type[BaseException], ...]:

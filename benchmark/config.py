@@ -183,6 +183,8 @@ def parse_override(text: str) -> tuple[str, Any]:
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError:
         value = raw
+    if "_" in raw and isinstance(value, (int, float)):   # YAML 1.1 reads data.split=1_32 as the number 132
+        value = raw.strip()
     return key, value
 
 
@@ -300,6 +302,8 @@ def _typed(value: Any, kind: Any, where: str) -> Any:
     elif origin is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
+        if isinstance(value, str) and value.replace("_", "").lstrip("+-").isdigit():
+            return int(value)
     elif origin is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)

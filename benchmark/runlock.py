@@ -9,6 +9,8 @@ LEASE_SECONDS.
 from __future__ import annotations
 
 import contextlib
+import os
+import socket
 import time
 from pathlib import Path
 from typing import Iterator
@@ -60,13 +62,22 @@ def run_lock(run_dir: Path, wait: bool = False) -> Iterator[None]:
         lock.release()
 
 
-def is_locked(run_dir: Path) -> bool:
-    """Whether a live process holds the run folder's lock now (a stale marker does not count)."""
+def looks_held(run_dir: Path) -> bool:
+    """A cheap look, without taking the lock (taking it, even briefly, could turn away its rightful trainer):
+    a marker whose process is alive on this host, or that another host refreshed within the lease. Lets the
+    runner skip a busy cell without starting a process; the trainer's own lock stays the authority."""
     lock_file = Path(run_dir) / LOCK_NAME
-    if not lock_file.exists():
-        return False
     try:
-        with run_lock(run_dir):
-            return False
-    except RunLockedError:
+        fields = dict(line.split("=", 1) for line in lock_file.read_text().splitlines() if "=" in line)
+        age = time.time() - lock_file.stat().st_mtime
+    except (OSError, ValueError):
+        return False
+    if fields.get("host") != socket.gethostname():
+        return age < LEASE_SECONDS
+    try:
+        os.kill(int(fields.get("pid", "")), 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, ValueError):
         return True
+    return True

@@ -1,0 +1,144 @@
+"""One trainer per run folder: a second process (grid, Slurm requeue, `benchmark.train`) is refused or waits,
+a lock left by a killed process does not block, and the runner reports and then waits for such cells."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from benchmark import cells, runlock, runner
+from benchmark.cli import run_main
+from benchmark.grid import Cell
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_a_held_run_folder_is_refused_and_a_released_one_is_taken(tmp_path):
+    with runlock.run_lock(tmp_path / "run"):
+        with pytest.raises(runlock.RunLockedError, match=f"pid {os.getpid()}"):
+            with runlock.run_lock(tmp_path / "run"):
+                pass
+    with runlock.run_lock(tmp_path / "run"):   # released: free again
+        pass
+    assert not (tmp_path / "run" / runlock.LOCK_NAME).exists()
+
+
+def hold_in_another_process(run_dir: Path) -> subprocess.Popen:
+    """A live process holding the run folder's lock (until killed)."""
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; from benchmark.runlock import run_lock\n"
+        f"with run_lock({str(run_dir)!r}):\n    print('held', flush=True); time.sleep(120)")],
+        cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    return holder
+
+
+def test_a_lock_left_by_a_killed_process_does_not_block(tmp_path):
+    holder = hold_in_another_process(tmp_path / "run")
+    with pytest.raises(runlock.RunLockedError):
+        with runlock.run_lock(tmp_path / "run"):
+            pass
+    holder.send_signal(signal.SIGKILL)
+    holder.wait()
+    assert (tmp_path / "run" / runlock.LOCK_NAME).exists()     # the marker is still there ...
+    with runlock.run_lock(tmp_path / "run"):                    # ... and taken over at once
+        pass
+
+
+def test_train_refuses_a_run_that_another_process_is_training(tmp_path, capsys):
+    from benchmark import train as train_cli
+    from datasets.animals import generate
+    data = tmp_path / "data"
+    generate(data, variant="tiny", progress=False)
+    args = ["--profile", "smoke", "--method", "supervised", "--split", "1_32", "--no-progress", f"data.root={data}",
+            f"data.split_dir={data}/splits", f"output.results_dir={tmp_path}/results", "train.iters=2"]
+    from benchmark.train import config_from_args, parse_args
+    from benchmark.trainer import run_dir_for
+    run_dir = run_dir_for(config_from_args(parse_args(args)))
+    holder = hold_in_another_process(run_dir)
+    try:
+        with pytest.raises(SystemExit) as exit_info:
+            run_main(lambda: train_cli.main(args))
+        assert exit_info.value.code == runlock.EXIT_RUNNING_ELSEWHERE
+        err = capsys.readouterr().err
+        assert err.startswith("running elsewhere:") and f"pid {holder.pid}" in err and "Traceback" not in err
+        assert sorted(p.name for p in run_dir.iterdir()) == [runlock.LOCK_NAME]   # nothing trained or written
+    finally:
+        holder.kill()
+        holder.wait()
+    with pytest.raises(SystemExit) as exit_info:                                  # released: it trains
+        run_main(lambda: train_cli.main(args))
+    assert exit_info.value.code == 0 and (run_dir / "summary.json").exists()
+
+
+# A stand-in for benchmark.train: "running elsewhere" (exit 75) until called with --wait, then it finishes.
+FAKE_BUSY_TRAIN = r'''
+import json, sys
+from pathlib import Path
+argv = sys.argv[1:]
+opt = lambda name: argv[argv.index(name) + 1]
+results = Path(opt("--results-dir"))
+with open(results / "calls.jsonl", "a") as fh:
+    fh.write(json.dumps(argv) + "\n")
+if "--wait" not in argv:
+    print("running elsewhere: held by pid 1 on host h", file=sys.stderr)
+    sys.exit(75)
+run = results / "runs" / opt("--dataset") / opt("--split") / opt("--method") / f"seed{opt('--seed')}"
+run.mkdir(parents=True, exist_ok=True)
+(run / "summary.json").write_text(json.dumps({"status": "complete", "best": {"miou": 1.0}, "config_hash": "x"}))
+'''
+
+
+def test_the_runner_reports_cells_running_elsewhere_then_waits_for_them(tmp_path, monkeypatch, capsys):
+    script = tmp_path / "busy.py"
+    script.write_text(FAKE_BUSY_TRAIN)
+    monkeypatch.setattr(runner, "TRAIN_COMMAND", (sys.executable, str(script)))
+    monkeypatch.setattr(runner, "prepare_data", lambda cells, opts: None)
+    monkeypatch.setattr(runner, "render_reports", lambda results, out: (0, "ok"))
+    results = tmp_path / "results"
+    results.mkdir()
+    with pytest.raises(SystemExit) as exit_info:
+        run_main(lambda: runner.main(["--profile", "smoke", "--results-dir", str(results), "--seeds", "1",
+                                      "--splits", "1_32", "--methods", "supervised,fixmatch", "--no-ablations"]))
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 0, err
+    argvs = [json.loads(line) for line in (results / "calls.jsonl").read_text().splitlines()]
+    assert [("--wait" in a) for a in argvs] == [False, False, True, True]   # refused once, then waited for
+    assert "running elsewhere supervised animals_tiny/1_32 seed0" in err.replace("  ", " ")
+    assert "waiting for 2 cell(s) that another process is training" in err
+    assert "2 cells: 2 done" in err and "was running elsewhere; waited for it" in err
+
+
+def test_exit_75_is_running_elsewhere_not_a_failure(tmp_path):
+    opts = cells.RunOptions(profile="smoke", results_dir=str(tmp_path),
+                            train_command=(sys.executable, "-c", "import sys; sys.exit(75)"))
+    result = cells.run_cell(Cell("supervised", "animals_tiny", "1_32", 0), opts)
+    assert result.status == "running elsewhere"
+
+
+def test_the_runner_starts_no_process_for_a_cell_whose_lock_is_live(tmp_path, monkeypatch, capsys):
+    script = tmp_path / "busy.py"
+    script.write_text(FAKE_BUSY_TRAIN)
+    monkeypatch.setattr(runner, "TRAIN_COMMAND", (sys.executable, str(script)))
+    monkeypatch.setattr(runner, "prepare_data", lambda cells, opts: None)
+    monkeypatch.setattr(runner, "render_reports", lambda results, out: (0, "ok"))
+    results = tmp_path / "results"
+    results.mkdir()
+    run_dir = results / "runs" / "animals_tiny" / "1_32" / "supervised" / "seed0"
+    holder = hold_in_another_process(run_dir)
+    try:
+        with pytest.raises(SystemExit):
+            run_main(lambda: runner.main(["--profile", "smoke", "--results-dir", str(results), "--seeds", "1",
+                                          "--splits", "1_32", "--methods", "supervised", "--no-ablations"]))
+    finally:
+        holder.kill()
+        holder.wait()
+    argvs = [json.loads(line) for line in (results / "calls.jsonl").read_text().splitlines()]
+    assert len(argvs) == 1 and "--wait" in argvs[0]   # no refused attempt: only the waiting one
+    assert not runlock.looks_held(run_dir)            # its holder is gone
