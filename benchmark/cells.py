@@ -277,12 +277,12 @@ def run_local(cells: list[Cell], opts: RunOptions, jobs: int, states: dict[tuple
     def attempt(cell: Cell, opts: RunOptions, procs: ProcessSet) -> CellResult:
         # Another runner may have finished or started this cell since the grid was listed: no process for it.
         state = states.get(cell.key)
-        if state is not None and not opts.wait_elsewhere:
+        if state is not None:
             from benchmark.runinfo import read_summary
             summary = read_summary(state.run_dir / "summary.json") or {}
             if summary.get("status") == "complete" and summary.get("config_hash") == state.config_hash:
                 return CellResult(cell, "skipped", best_miou=summary_best(summary), note="finished elsewhere")
-            if looks_held(state.run_dir):
+            if not opts.wait_elsewhere and looks_held(state.run_dir):
                 return CellResult(cell, "running elsewhere", note=f"lock: {state.run_dir / LOCK_NAME}")
         return cell_fn(cell, opts, procs)
 
