@@ -15,6 +15,7 @@ import pytest
 from benchmark import cells, runlock, runner
 from benchmark.cli import run_main
 from benchmark.grid import Cell
+from fixtures.fake_cells import use_fake_train
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -95,14 +96,13 @@ run.mkdir(parents=True, exist_ok=True)
 '''
 
 
-def test_the_runner_reports_cells_running_elsewhere_then_waits_for_them(tmp_path, monkeypatch, capsys):
-    script = tmp_path / "busy.py"
-    script.write_text(FAKE_BUSY_TRAIN)
-    monkeypatch.setattr(runner, "TRAIN_COMMAND", (sys.executable, str(script)))
-    monkeypatch.setattr(runner, "prepare_data", lambda cells, opts: None)
-    monkeypatch.setattr(runner, "render_reports", lambda results, out: (0, "ok"))
-    results = tmp_path / "results"
-    results.mkdir()
+@pytest.fixture
+def busy_results(tmp_path, monkeypatch):
+    return use_fake_train(tmp_path, monkeypatch, FAKE_BUSY_TRAIN)
+
+
+def test_the_runner_reports_cells_running_elsewhere_then_waits_for_them(busy_results, capsys):
+    results = busy_results
     with pytest.raises(SystemExit) as exit_info:
         run_main(lambda: runner.main(["--profile", "smoke", "--results-dir", str(results), "--seeds", "1",
                                       "--splits", "1_32", "--methods", "supervised,fixmatch", "--no-ablations"]))
@@ -122,14 +122,8 @@ def test_exit_75_is_running_elsewhere_not_a_failure(tmp_path):
     assert result.status == "running elsewhere"
 
 
-def test_the_runner_starts_no_process_for_a_cell_whose_lock_is_live(tmp_path, monkeypatch, capsys):
-    script = tmp_path / "busy.py"
-    script.write_text(FAKE_BUSY_TRAIN)
-    monkeypatch.setattr(runner, "TRAIN_COMMAND", (sys.executable, str(script)))
-    monkeypatch.setattr(runner, "prepare_data", lambda cells, opts: None)
-    monkeypatch.setattr(runner, "render_reports", lambda results, out: (0, "ok"))
-    results = tmp_path / "results"
-    results.mkdir()
+def test_the_runner_starts_no_process_for_a_cell_whose_lock_is_live(busy_results, capsys):
+    results = busy_results
     run_dir = results / "runs" / "animals_tiny" / "1_32" / "supervised" / "seed0"
     holder = hold_in_another_process(run_dir)
     try:

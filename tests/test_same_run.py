@@ -3,7 +3,6 @@ the runner's check against resolved configs, the pointer it writes, and how the 
 from __future__ import annotations
 
 import json
-import sys
 
 import pytest
 import torch
@@ -13,6 +12,7 @@ from benchmark.cells import RunOptions
 from benchmark.cli import run_main
 from benchmark.config import resolve
 from benchmark.grid import Cell
+from fixtures.fake_cells import use_fake_train
 from benchmark.report.results_store import load_results
 from benchmark.same_run import POINTER, same_run_cell
 from benchmark.trainer import CHECKPOINT, Trainer, build_method
@@ -109,12 +109,7 @@ with open(Path(opt("--results-dir")) / "calls.txt", "a") as fh:
 
 def test_run_all_trains_the_shared_run_once_and_the_report_reads_it_under_the_variant(tmp_path, monkeypatch,
                                                                                        capsys):
-    script = tmp_path / "fake_train.py"
-    script.write_text(FAKE_TRAIN)
-    monkeypatch.setattr(runner, "TRAIN_COMMAND", (sys.executable, str(script)))
-    monkeypatch.setattr(runner, "prepare_data", lambda cells, opts: None)
-    monkeypatch.setattr(runner, "render_reports", lambda results, out: (0, "ok"))
-    results = tmp_path / "results"
+    results = use_fake_train(tmp_path, monkeypatch, FAKE_TRAIN)
     argv = ["--profile", "smoke", "--results-dir", str(results), "--methods", "unimatch,s4mim", "--splits", "1_32",
             "--seeds", "1", "grid.ablations=[mim]"]
     with pytest.raises(SystemExit) as exc:
