@@ -57,6 +57,8 @@ class TrainConfig:
     device: str = "auto"      # auto | cpu | cuda | cuda:N
     amp: str = "auto"         # auto (bf16 on CUDA) | bf16 | off
     threads: int = 0          # torch CPU threads; 0 = torch's default
+    channels_last: bool = False  # NHWC model and images (faster convolutions on tensor cores)
+    compile: bool = False     # torch.compile the model (first steps compile; dropout draws differ from eager)
     log_every: int = 20
     checkpoint_every: int = 0  # steps; 0 = at every evaluation
 
@@ -122,7 +124,8 @@ class Config:
         recipe = self.to_dict()
         # Where and how a run is launched does not change what it computes.
         for section, key in (("train", "seed"), ("train", "device"), ("train", "threads"), ("data", "root"),
-                             ("data", "split_dir"), ("data", "workers")):
+                             ("data", "split_dir"), ("data", "workers"), ("train", "channels_last"),
+                             ("train", "compile")):
             recipe[section].pop(key)
         recipe.pop("output")
         recipe.pop("grid")

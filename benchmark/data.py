@@ -69,6 +69,8 @@ class Streams:
         # One pass over the unlabeled set is an epoch; labeled ids are repeated to the unlabeled count.
         epoch_len = self.num_unlabeled or self.num_labeled
         self.steps_per_epoch = max(epoch_len // (batch * world_size), 1)
+        # Images one process consumes per step: the labeled batch plus one batch per unlabeled stream.
+        self.images_per_step = labeled_batch + (batch * (2 if "mix" in views else 1) if self.uses_unlabeled else 0)
         sampler_args = dict(start=start_step * labeled_batch * world_size, rank=rank, world_size=world_size)
         self._iters: dict[str, Iterator] = {
             "labeled": self._loader(SemiDataset(items=labeled, mode="train_l", seed=stream_seed("labeled"),
@@ -104,4 +106,5 @@ def val_loader(cfg: Config, plan: DataPlan, rank: int = 0, world_size: int = 1) 
                           num_classes=plan.spec.num_classes)
     # Each rank evaluates a disjoint shard without padding: no image is counted twice.
     return DataLoader(dataset, batch_size=cfg.eval.batch_size, sampler=ShardedEvalSampler(len(items), rank, world_size),
-                      num_workers=cfg.data.workers)
+                      num_workers=cfg.data.workers, pin_memory=torch.cuda.is_available(),
+                      persistent_workers=cfg.data.workers > 0)   # workers survive between evaluations

@@ -91,14 +91,19 @@ class Trainer:
         self.method = build_method(cfg, self.plan.spec.num_classes)
 
     # --- setup ------------------------------------------------------------------------------------------
-    def _setup(self) -> None:
+    def setup(self) -> None:
+        """Model, method modules and optimizer; `fit` calls it, diagnostics (steptime) may too."""
         cfg = self.cfg
         if cfg.train.threads > 0:
             torch.set_num_threads(cfg.train.threads)
         seed_everything(cfg.train.seed)
         spec = self.plan.spec
         self.model = build_model(cfg.model, spec.num_classes).to(self.device)
+        if cfg.train.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
         self.model = self.dist.wrap(self.model)
+        if cfg.train.compile:   # in place: attributes (encode, decode) and state_dict keys stay as they are
+            self.model.compile()
         self.extra = self.method.trainable_modules().to(self.device)
         self.dist.broadcast_parameters([self.model, self.extra])
         if self.dist.enabled:  # identical initial weights, but independent dropout/masking per process
@@ -180,7 +185,7 @@ class Trainer:
         existing = runinfo.read_summary(summary_path)
         if existing and existing.get("status") == "complete" and existing.get("config_hash") == self.cfg.hash():
             return existing
-        self._setup()
+        self.setup()
         if self.dist.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
         state = self._load_checkpoint()
@@ -196,7 +201,7 @@ class Trainer:
                           self.dist.rank, self.dist.world_size)
         total = self.total_steps(streams.steps_per_epoch)
         every = self.cfg.eval.every or max(total // 10, 1)
-        images_per_step = self.labeled_batch + self.cfg.train.batch_size * (len(streams._iters) - 1)
+        images_per_step = streams.images_per_step
         self._val = val_loader(self.cfg, self.plan, self.dist.rank, self.dist.world_size)
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
@@ -210,7 +215,7 @@ class Trainer:
         for step in range(start, total):
             tick = time.perf_counter()
             try:
-                out = self._train_step(streams, step, total)
+                out = self.train_step(streams, step, total)
             except NonFiniteLossError:
                 # Recorded as diverged (mIoU NaN) so the report shows it; the checkpoint before it is kept.
                 if self.dist.is_main:
@@ -247,11 +252,11 @@ class Trainer:
             atomic_write_json(summary_path, summary)
         return summary
 
-    def _train_step(self, streams: Streams, step: int, total: int) -> dict[str, float]:
+    def train_step(self, streams: Streams, step: int, total: int) -> dict[str, float]:
+        """One optimizer step on the next batch of `streams`; returns the logged record."""
         raw = streams.next()
-        to = lambda d: None if d is None else {k: (v.to(self.device, non_blocking=True)
-                                                   if torch.is_tensor(v) else v) for k, v in d.items()}
-        batch = Batch(labeled=to(raw["labeled"]), unlabeled=to(raw.get("unlabeled")), mix=to(raw.get("mix")))
+        batch = Batch(labeled=self._to_device(raw["labeled"]), unlabeled=self._to_device(raw.get("unlabeled")),
+                      mix=self._to_device(raw.get("mix")))
         info = StepInfo(step=step, total_steps=total)
         with self._autocast():
             out = self.method.losses(self.model, batch, info)
@@ -272,6 +277,15 @@ class Trainer:
         record.update({k: float(v.detach()) for k, v in out.terms.items()})
         record.update(out.scalars)
         return record
+
+    def _to_device(self, tensors: dict | None) -> dict | None:
+        if tensors is None:
+            return None
+        # Images (4-d floats) follow the model's memory format; non_blocking overlaps copies from pinned memory.
+        layout = torch.channels_last if self.cfg.train.channels_last else torch.contiguous_format
+        return {k: (v.to(self.device, non_blocking=True, memory_format=layout) if torch.is_tensor(v) and v.dim() == 4
+                    else v.to(self.device, non_blocking=True) if torch.is_tensor(v) else v)
+                for k, v in tensors.items()}
 
     def _evaluate(self, step: int, elapsed: float) -> dict[str, Any]:
         result = evaluate(self.model, self._val, mode=self.plan.eval_mode, crop_size=self.plan.crop_size,

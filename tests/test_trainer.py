@@ -224,7 +224,7 @@ def test_a_runs_checkpoint_serves_as_backbone_weights_of_another_run(tiny_data, 
     fit(make_cfg(tiny_data, tmp_path / "pre"))
     checkpoint = next((tmp_path / "pre").rglob(CHECKPOINT))
     trainer = Trainer(make_cfg(tiny_data, tmp_path / "fine", extra=[f"model.weights={checkpoint}"]), progress=False)
-    trainer._setup()
+    trainer.setup()
     saved = torch.load(checkpoint, weights_only=True)["model"]
     for name, value in trainer.model.backbone.state_dict().items():
         assert torch.equal(value, saved[f"backbone.{name}"]), name
