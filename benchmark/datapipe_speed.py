@@ -4,10 +4,11 @@
                                        [--step-rate STEPS_PER_S | --steptime-json FILE]
     (also: python -m benchmark.steptime --data ...)
 
-One worker is this process on one thread, timed by its CPU time (a worker with a core of its own), as a DataLoader worker runs (torch sets 1 thread there). It
-builds samples through the trainer's own dataset (`datasets.semi.SemiDataset`): labeled samples (read image
-and mask, resize, crop, flip, normalise) and unlabeled samples with every view UniMatch needs (weak crop, two
-strong colour views, two CutMix boxes). Images are generated at the real datasets' sizes: Pascal-like JPEGs
+One worker is this process on one thread, as a DataLoader worker runs (torch sets 1 thread there), timed by
+its CPU time: what a worker with a core of its own achieves, even on a shared machine. It builds samples
+through the trainer's own dataset (`datasets.semi.SemiDataset`): labeled samples (read image and mask, resize,
+crop, flip, normalise) and unlabeled samples with every view UniMatch needs (weak crop, two strong colour
+views, two CutMix boxes). Images are generated at the real datasets' sizes: Pascal-like JPEGs
 of 500x375 at crop 321, Cityscapes-like PNGs of 2048x1024 at crop 801 (smooth random content, so the codecs
 work about as hard as on photos; collation and the copy to the GPU are not included).
 

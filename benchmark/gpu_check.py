@@ -154,8 +154,8 @@ def step_table_rows(step_rows: list[dict]) -> list[list[str]]:
         tflops = "" if r["tflops"] is None else f", {r['tflops']:.3g} TFLOP/s"
         rows.append(["step time", f"{r['method']} {r['variant']}",
                      f"{1000 * r['step_s']:.1f} ms/step, {r['images_per_s']:.1f} images/s{tflops}{mfu}",
-                     f"{r['vs_first_variant'] or float('nan'):.2f}x of {r['method']} fp32, peak {r['peak_memory_mb']:.0f} MB "
-                     f"({r['precision']})"])
+                     f"{r['vs_first_variant'] or float('nan'):.2f}x of {r['method']} fp32, "
+                     f"peak {r['peak_memory_mb']:.0f} MB ({r['precision']})"])
     return rows
 
 

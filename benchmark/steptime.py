@@ -155,7 +155,8 @@ def summarize(results: dict[tuple[str, str], list[dict]], peak: dict[str, float]
         ratio = lambda other: step / median[other] if other in median else None   # noqa: E731
         peak_tflops = flops.peak_tflops(run["device_name"], run["precision"], peak)
         flops_per_step = method_flops.get(method)
-        rows.append({"method": method, "variant": variant, "step_s": step, "images_per_s": run["images_per_step"] / step,
+        rows.append({"method": method, "variant": variant, "step_s": step,
+                     "images_per_s": run["images_per_step"] / step,
                      "vs_supervised": ratio(("supervised", variant)), "base": run["base"],
                      "vs_base": ratio((run["base"], variant)) if run["base"] else None,
                      "vs_first_variant": ratio((method, first_variant)), "peak_memory_mb": max(
