@@ -196,9 +196,9 @@ def table(results: dict[tuple[str, str], list[dict]], peak: dict[str, float] | N
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["--data"]:   # the data pipeline's speed: a sibling tool with its own options
+    if "--data" in argv:   # the data pipeline's speed: a sibling tool with its own options
         from benchmark import datapipe_speed
-        return datapipe_speed.main(argv[1:])
+        return datapipe_speed.main([arg for arg in argv if arg != "--data"])
     parser = argparse.ArgumentParser(prog="python -m benchmark.steptime", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--methods", default=",".join(DEFAULT_METHODS), help="comma-separated methods")
