@@ -31,6 +31,9 @@ class DataConfig:
     split: str = ""           # "" = the dataset's lowest label split
     crop_size: int = 0        # 0 = the dataset's default
     workers: int = 0          # DataLoader worker processes
+    # CutMix source batch: same_ids (official: a second pass of the unlabeled sampler, so the same image ids
+    # augmented anew) | independent (an independently sampled stream of other images)
+    mix_source: str = "independent"
 
 
 @dataclass
@@ -48,6 +51,7 @@ class TrainConfig:
     iters: int = 0            # total steps; 0 = derive from epochs
     epochs: int = 0           # passes over the unlabeled set (labeled set for labeled-only methods)
     batch_size: int = 8       # per process, for each of the labeled and unlabeled batches
+    total_batch_size: int = 0  # > 0: the total over all processes; overrides batch_size with total / world size
     lr: float = 0.01
     lr_multi: float = 10.0    # head learning rate = lr * lr_multi
     momentum: float = 0.9
@@ -69,12 +73,14 @@ class LossConfig:
     conf_thresh: float = 0.95
     ohem_thresh: float = 0.7
     ohem_min_kept: int = 200000
+    ohem_min_kept_world_size: int = 0  # processes ohem_min_kept is stated per (official: 4); 0 = per process as is
 
 
 @dataclass
 class EvalConfig:
     mode: str = ""            # whole | center_crop | sliding; "" = the dataset's default
-    every: int = 0            # steps between evaluations; 0 = 10 evaluations per run
+    every: int = 0            # steps between evaluations; 0 (and every_epochs 0) = 10 evaluations per run
+    every_epochs: int = 0     # epochs between evaluations (official: 1); excludes `every`
     absent: str = "zero"      # a class absent from prediction and ground truth: zero (official) | nan (excluded)
     batch_size: int = 1
     # sliding-window border: truncate (official UniMatch: windows past the border are clipped) | clamp

@@ -96,7 +96,9 @@ def method_identity(cfg: Config, method) -> dict[str, Any]:
 
 
 def summary(cfg: Config, method, plan, best: dict, last: dict, iters: int, wall_time: float,
-            step_time: float, images_per_step: int, device: torch.device) -> dict[str, Any]:
+            step_time: float, images_per_step: int, device: torch.device,
+            facts: dict[str, Any] | None = None) -> dict[str, Any]:
+    """`facts`: the recipe as trained (batch per process and total, world size, evaluations, precision)."""
     return {
         "status": "complete",
         "dataset": plan.spec.name, "split": plan.split, **method_identity(cfg, method),
@@ -107,5 +109,5 @@ def summary(cfg: Config, method, plan, best: dict, last: dict, iters: int, wall_
         "peak_memory_mb": round(peak_memory_mb(device), 1), "device": device_name(device),
         "world_size": int(os.environ.get("WORLD_SIZE", 1)),
         "versions": versions(), "git_commit": git_commit(), "config_hash": cfg.hash(),
-        "class_names": list(plan.spec.class_names),
+        "class_names": list(plan.spec.class_names), **(facts or {}),
     }

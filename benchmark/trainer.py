@@ -19,6 +19,8 @@ from benchmark.data import DataPlan, Streams, plan_data, val_loader
 from benchmark.evaluate import evaluate
 from benchmark.io import append_jsonl, atomic_write, atomic_write_json, read_jsonl, rewrite_jsonl
 from benchmark.model import build_model
+from benchmark.schedule import (evaluation_interval, ohem_min_kept_per_process, per_process_batch, poly_lr,
+                                run_facts)
 from methods import registry
 from methods.base import Batch, LossSettings, Method, MethodContext, StepInfo
 
@@ -48,7 +50,7 @@ def run_dir_for(cfg: Config) -> Path:
     return resolve_path(cfg.output.results_dir) / "runs" / cfg.data.dataset / split / run_name / f"seed{cfg.train.seed}"
 
 
-def build_method(cfg: Config, num_classes: int) -> Method:
+def build_method(cfg: Config, num_classes: int, world_size: int = 1) -> Method:
     method_cls = registry.get(cfg.method["name"])
     values = dict(cfg.per_method.get(method_cls.name, {}))
     values.update({k: v for k, v in cfg.method.items() if k != "name"})
@@ -56,13 +58,9 @@ def build_method(cfg: Config, num_classes: int) -> Method:
     if not isinstance(components, dict):
         raise ConfigError(f"method.components must be a mapping of component: true/false, got {components!r}")
     loss = LossSettings(criterion=cfg.loss.criterion, conf_thresh=cfg.loss.conf_thresh,
-                        ohem_thresh=cfg.loss.ohem_thresh, ohem_min_kept=cfg.loss.ohem_min_kept)
+                        ohem_thresh=cfg.loss.ohem_thresh,
+                        ohem_min_kept=ohem_min_kept_per_process(cfg, world_size))
     return method_cls(method_cls.make_params(values), components, MethodContext(num_classes, 255, loss))
-
-
-def poly_lr(base_lr: float, step: int, total: int, power: float) -> float:
-    """The official schedule: lr · (1 − it/total)^0.9, set after each step for the next one."""
-    return base_lr * (1 - step / total) ** power
 
 
 def seed_everything(seed: int) -> None:
@@ -88,7 +86,7 @@ class Trainer:
         cfg.data.split = self.plan.split
         self.run_dir = run_dir_for(cfg)
         self.device = resolve_device(cfg.train.device) if not self.dist.enabled else self.dist.device
-        self.method = build_method(cfg, self.plan.spec.num_classes)
+        self.method = build_method(cfg, self.plan.spec.num_classes, self.dist.world_size)
 
     # --- setup ------------------------------------------------------------------------------------------
     def setup(self) -> None:
@@ -113,7 +111,8 @@ class Trainer:
             [{"params": list(self.model.backbone_parameters()), "lr": cfg.train.lr},
              {"params": head, "lr": cfg.train.lr * cfg.train.lr_multi}],
             lr=cfg.train.lr, momentum=cfg.train.momentum, weight_decay=cfg.train.weight_decay)
-        self.labeled_batch = self.method.labeled_batch_size(cfg.train.batch_size)
+        self.batch = per_process_batch(cfg.train, self.dist.world_size)
+        self.labeled_batch = self.method.labeled_batch_size(self.batch)
         self._trainable = [p for group in self.optimizer.param_groups for p in group["params"]]
 
     def total_steps(self, steps_per_epoch: int) -> int:
@@ -123,11 +122,15 @@ class Trainer:
             return self.cfg.train.epochs * steps_per_epoch
         raise ConfigError("set train.iters or train.epochs to a positive number")
 
-    def _autocast(self):
+    def precision(self) -> str:
+        """fp32 (the official recipe) or bf16 (autocast): recorded in the summary, shown in the report."""
         amp = self.cfg.train.amp
         if amp not in ("auto", "bf16", "off"):
             raise ConfigError(f"train.amp must be auto, bf16 or off, got {amp!r}")
-        if amp == "bf16" or (amp == "auto" and self.device.type == "cuda"):
+        return "bf16" if amp == "bf16" or (amp == "auto" and self.device.type == "cuda") else "fp32"
+
+    def _autocast(self):
+        if self.precision() == "bf16":
             return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
@@ -200,8 +203,10 @@ class Trainer:
         streams = Streams(self.cfg, self.plan, self.method.needs(), self.labeled_batch, start,
                           self.dist.rank, self.dist.world_size)
         total = self.total_steps(streams.steps_per_epoch)
-        every = self.cfg.eval.every or max(total // 10, 1)
+        every = evaluation_interval(self.cfg.eval, total, streams.steps_per_epoch)
         images_per_step = streams.images_per_step
+        facts = run_facts(self.cfg, world_size=self.dist.world_size, labeled_batch=self.labeled_batch,
+                          batch=self.batch, every=every, total=total, precision=self.precision())
         self._val = val_loader(self.cfg, self.plan, self.dist.rank, self.dist.world_size)
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
@@ -223,7 +228,7 @@ class Trainer:
                     atomic_write_json(summary_path, {**runinfo.summary(
                         self.cfg, self.method, self.plan, nan, nan, total, train_time + session_time,
                         session_time / max(session_steps, 1), images_per_step * self.dist.world_size,
-                        self.device), "status": "diverged"})
+                        self.device, facts), "status": "diverged"})
                 raise
             session_time += time.perf_counter() - tick
             session_steps += 1
@@ -247,7 +252,7 @@ class Trainer:
         train_time += session_time
         summary = runinfo.summary(self.cfg, self.method, self.plan, best, last, total, train_time,
                                   session_time / max(session_steps, 1), images_per_step * self.dist.world_size,
-                                  self.device)
+                                  self.device, facts)
         if self.dist.is_main:
             atomic_write_json(summary_path, summary)
         return summary
@@ -269,7 +274,8 @@ class Trainer:
         out.total.backward()
         self.dist.average_gradients(self._trainable)
         self.optimizer.step()
-        lr = poly_lr(self.cfg.train.lr, step + 1, total, self.cfg.train.poly_power)
+        # As the official loop: after step i the lr becomes base · (1 − i/total)^0.9 (steps 0 and 1 at base).
+        lr = poly_lr(self.cfg.train.lr, step, total, self.cfg.train.poly_power)
         self.optimizer.param_groups[0]["lr"] = lr
         self.optimizer.param_groups[1]["lr"] = lr * self.cfg.train.lr_multi
         self.method.after_step(self.model, info)

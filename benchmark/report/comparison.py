@@ -19,6 +19,15 @@ NOT_AVAILABLE = "not available"
 METRICS = {"best": "best-on-val mIoU (%)", "last": "last-iteration mIoU (%)"}
 
 
+def _evaluations_phrase(runs: list[RunRecord]) -> str:
+    """How many evaluations "best on val" was picked from (the official code: one per epoch)."""
+    counts = sorted({r.evaluations for r in runs if r.evaluations is not None})
+    if not counts:
+        return ""
+    span = str(counts[0]) if len(counts) == 1 else f"{counts[0]} to {counts[-1]}"
+    return f" (here picked from {span} evaluations per run; the official code evaluates after every epoch)"
+
+
 def full_runs(runs: list[RunRecord], dataset: str) -> list[RunRecord]:
     """Runs of the methods as published (no ablation variant)."""
     return [r for r in runs if r.dataset == dataset and r.variant is None]
@@ -72,8 +81,8 @@ def main_table(runs: list[RunRecord], refs: list[ReferenceRecord], dataset: str,
              "method and split; **bold** = best reproduced value in the column."]
     if metric == "best":
         notes.append("Best on val: the highest val mIoU over all evaluations of a run, as the official tables "
-                     "report it. It selects on the set it reports on, so it is optimistic; compare with the "
-                     "last-iteration table.")
+                     f"report it{_evaluations_phrase(fr)}. It selects on the set it reports on, so it is "
+                     "optimistic; compare with the last-iteration table.")
     else:
         notes.append("Last iteration: val mIoU at the final evaluation of the run (no selection).")
     diverged = sorted((r for r in fr if not math.isfinite(getattr(r, metric).miou)),

@@ -138,6 +138,17 @@ def _short(values: list[str], width: int = 10, keep: int = 2) -> str:
     return text + (f" +{len(uniq) - keep} more" if len(uniq) > keep else "")
 
 
+OFFICIAL_PRECISION = "fp32"
+FIDELITY_DOC = "docs/fidelity.md"
+
+
+def _batch(r: RunRecord) -> str:
+    """Labeled images per step over all processes, as processes × per process (e.g. 8 = 4 × 2)."""
+    if r.labeled_total_batch_size is None or r.world_size is None or r.labeled_batch_per_process is None:
+        return ""
+    return f"{r.labeled_total_batch_size} = {r.world_size} × {r.labeled_batch_per_process}"
+
+
 def provenance_table(runs: list[RunRecord], num: Numbering) -> Table:
     groups: dict[tuple[str, str, str], list[RunRecord]] = defaultdict(list)
     for r in runs:
@@ -147,9 +158,20 @@ def provenance_table(runs: list[RunRecord], num: Numbering) -> Table:
         rs = groups[key]
         rows.append([key[0], key[1], key[2] + same_run_suffix(rs), ", ".join(str(s) for s in sorted(r.seed for r in rs)),
                      _short([r.profile or "" for r in rs], 24), _short([r.device or "" for r in rs], 24),
+                     _short([_batch(r) for r in rs], 16),
+                     _short([str(r.evaluations) if r.evaluations is not None else "" for r in rs]),
+                     _short([r.precision or "" for r in rs]),
                      _short([r.git_commit or "" for r in rs]), _short([r.config_hash or "" for r in rs])])
     notes = ["Run = run name (method, or method__variant). Commits and config hashes are shortened to 10 "
-             "characters; the full values are in each run's summary.json."]
+             "characters; the full values are in each run's summary.json.",
+             "Labeled batch = labeled images per step over all processes = processes × images per process "
+             "(the official recipes: 8 = 4 GPUs × 2, doubled for the supervised baseline). Evals = how many "
+             "evaluations 'best on val' was picked from (the official code evaluates after every epoch). "
+             f"Every known deviation from the official UniMatch code is listed in `{FIDELITY_DOC}`."]
+    departing = sorted({r.precision for r in runs if r.precision and r.precision != OFFICIAL_PRECISION})
+    if departing:
+        notes.append(f"Precision {', '.join(departing)}: these runs trained under {', '.join(departing)} "
+                     f"autocast (train.amp), a departure from the official recipe's {OFFICIAL_PRECISION}.")
     if any(r.same_run_as for r in runs):
         notes.append("(= X run): the variant trains exactly what run X trains (the method declares it and the "
                      "runner checks the resolved configs), so X's run is reported for it rather than trained "
@@ -158,7 +180,8 @@ def provenance_table(runs: list[RunRecord], num: Numbering) -> Table:
     if len(commits) > 1:
         notes.append(f"The runs come from {len(commits)} different commits: differences between methods may "
                      "include code changes.")
-    return Table(["Dataset", "Split", "Run", "Seeds", "Profile", "Device", "Git commit", "Config hash"], rows,
+    return Table(["Dataset", "Split", "Run", "Seeds", "Profile", "Device", "Labeled batch", "Evals", "Precision",
+                  "Git commit", "Config hash"], rows,
                  num.table("Provenance of every reported run."), notes, key_columns=3)
 
 

@@ -59,6 +59,12 @@ class RunRecord:
     class_names: list[str] = field(default_factory=list)      # evaluation order of the classes
     report_note: str = ""                                      # output.report_note of the run's profile
     same_run_as: str | None = None    # label of the run this variant reuses (identical training), if any
+    # The recipe as trained (absent from summaries written before these were recorded)
+    world_size: int | None = None
+    labeled_total_batch_size: int | None = None
+    labeled_batch_per_process: int | None = None
+    evaluations: int | None = None                             # how many evaluations "best on val" chose from
+    precision: str | None = None                               # fp32 (official) | bf16
 
     @property
     def label(self) -> str:
@@ -213,6 +219,9 @@ def parse_run_folder(folder: Path) -> RunRecord:
         from_paper_description=bool(paper) if isinstance(paper, bool) else method.lower() in PAPER_DESCRIPTION_METHODS,
         params=_dict(s.get("params"), "params"),
         class_names=[str(c) for c in s["class_names"]] if isinstance(s.get("class_names"), list) else [],
+        world_size=_opt_int(s.get("world_size")), labeled_total_batch_size=_opt_int(s.get("labeled_total_batch_size")),
+        labeled_batch_per_process=_opt_int(s.get("labeled_batch_per_process")),
+        evaluations=_opt_int(s.get("evaluations")), precision=_opt_str(s.get("precision")),
     )
 
 
@@ -256,6 +265,10 @@ def _dict(value: Any, where: str) -> dict:
 
 def _opt_float(value: Any) -> float | None:
     return float(value) if is_finite(value) else None
+
+
+def _opt_int(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def _opt_str(value: Any) -> str | None:
