@@ -86,6 +86,7 @@ class OutputConfig:
     variant: str = ""         # ablation variant label; "" = the method as configured by default
     save_checkpoint: bool = True
     report_note: str = ""     # shown under the dataset's tables in the report (e.g. what a CPU budget can tell)
+    reference: bool = False   # a grid.references cell: the report shows it as a reference column, not a split
 
 
 @dataclass
@@ -96,6 +97,9 @@ class GridConfig:
     seeds: int = 2
     ablations: tuple = ()     # component names to ablate
     ablation_splits: tuple = ()  # () = the grid's lowest split
+    # "method:split" cells also trained for every seed, outside methods × splits, e.g. ["supervised:full"]:
+    # the report shows them as reference columns (how much room the labels leave).
+    references: tuple = ()
     parallel: int = 1         # cells run side by side on this machine
 
 
@@ -113,6 +117,8 @@ class Config:
     method: dict = field(default_factory=lambda: {"name": "supervised"})
     # Per-method settings a profile applies when that method runs, e.g. the supervised doubled batch.
     per_method: dict = field(default_factory=dict)
+    # Plugin modules (.py files or module names) imported before the method is looked up; see benchmark/plugins.py.
+    plugins: tuple = ()
 
     def to_dict(self) -> dict[str, Any]:
         return _plain(dataclasses.asdict(self))
@@ -126,6 +132,7 @@ class Config:
             recipe[section].pop(key)
         recipe.pop("output")
         recipe.pop("grid")
+        recipe.pop("plugins")     # where the method's code lives; its name and settings are in the recipe
         blob = json.dumps(recipe, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:12]
 
@@ -208,7 +215,7 @@ def deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
 
 def resolve(*, profile: str = "default", dataset: str | None = None, method: str | None = None,
             split: str | None = None, seed: int | None = None, config_file: str | None = None,
-            overrides: list[str] = ()) -> Config:
+            overrides: list[str] = (), plugins: list[str] = ()) -> Config:
     """Build the run config. Precedence: CLI overrides > CLI flags > --config > profile > dataset > defaults."""
     layers: list[dict[str, Any]] = []
     profile_tree = named_yaml("profiles", profile)
@@ -230,6 +237,9 @@ def resolve(*, profile: str = "default", dataset: str | None = None, method: str
     tree: dict[str, Any] = {}
     for layer in layers:
         tree = deep_merge(tree, layer)
+    if plugins:   # --plugin flags add to the config's list rather than replace it
+        listed = tree.get("plugins") or []
+        tree["plugins"] = list(listed if isinstance(listed, (list, tuple)) else [listed]) + list(plugins)
     return build(tree)
 
 
@@ -237,6 +247,9 @@ def build(tree: dict[str, Any]) -> Config:
     config = _from_dict(Config, tree, "")
     if not isinstance(config.method.get("name"), str):
         raise ConfigError("method.name must be a method name")
+    from benchmark.plugins import load_plugins, normalise_all
+    config.plugins = tuple(normalise_all(config.plugins))
+    load_plugins(config.plugins)
     return config
 
 

@@ -72,7 +72,7 @@ class _Builder:
             splits = comparison.splits_of(fr, [], ds)
             if len(splits) >= 2:
                 stats = comparison.stats_by(fr, "best")
-                series = {display_name(m, comparison.paper_flag(fr, m)):
+                series = {comparison.method_label(fr, m):
                           [(s, stats[(m, s)].mean, stats[(m, s)].std) for s in splits if (m, s) in stats]
                           for m in comparison.methods_of(fr)}
                 note = " " + PAPER_DESCRIPTION_NOTE if any(r.from_paper_description for r in fr) else ""
@@ -129,7 +129,7 @@ class _Builder:
     def _heatmap(self, frame: pd.DataFrame, ds: str, split: str) -> None:
         runs = self.store.runs
         methods = [c for c in frame.columns if not c.startswith(("std ", "n ", "gain ")) and not c.endswith("‡")]
-        label = {m: display_name(m, comparison.paper_flag(runs, m)) for m in methods}
+        label = {m: comparison.method_label(runs, m) for m in methods}
         iou = frame[methods].T.rename(index=label)
         gain_cols = [c for c in frame.columns if c.startswith("gain ")]
         gain = frame[gain_cols].T.rename(index=lambda c: label.get(c[5:], c[5:])) if gain_cols else None
@@ -156,7 +156,7 @@ class _Builder:
                     if rows:
                         df = pd.DataFrame(rows, columns=["x", "miou", "seed"]).groupby("x")["miou"]
                         agg = df.agg(["mean", "std", "count"]).reset_index()
-                        curves[display_name(m, comparison.paper_flag(fr, m))] = agg
+                        curves[comparison.method_label(fr, m)] = agg
                 if curves:
                     shown = [r for r in fr if r.split == split]
                     note = " " + PAPER_DESCRIPTION_NOTE if any(r.from_paper_description for r in shown) else ""

@@ -59,6 +59,10 @@ class RunRecord:
     class_names: list[str] = field(default_factory=list)      # evaluation order of the classes
     report_note: str = ""                                      # output.report_note of the run's profile
     same_run_as: str | None = None    # label of the run this variant reuses (identical training), if any
+    reference: bool = False           # a grid.references run (e.g. supervised with all labels)
+    num_labeled: int | None = None    # labeled images of the split, when recorded
+    user_supplied: bool = False       # a plugin method, not one of the suite's (benchmark/plugins.py)
+    base: str | None = None           # the method it declares it builds on (compared with in the report)
 
     @property
     def label(self) -> str:
@@ -213,6 +217,9 @@ def parse_run_folder(folder: Path) -> RunRecord:
         from_paper_description=bool(paper) if isinstance(paper, bool) else method.lower() in PAPER_DESCRIPTION_METHODS,
         params=_dict(s.get("params"), "params"),
         class_names=[str(c) for c in s["class_names"]] if isinstance(s.get("class_names"), list) else [],
+        user_supplied=s.get("user_supplied") is True, base=_opt_str(s.get("base")),
+        reference=config_value(folder, "output.reference") is True,
+        num_labeled=s["num_labeled"] if isinstance(s.get("num_labeled"), int) else None,
     )
 
 
@@ -243,6 +250,7 @@ def _parse_same_run(folder: Path) -> RunRecord:
         run, method=str(identity["method"]), variant=str(identity["variant"] or "") or None,
         components=identity["components"], overrides=identity["overrides"], params=identity["params"],
         from_paper_description=paper if isinstance(paper, bool) else run.from_paper_description,
+        user_supplied=pointer.get("user_supplied") is True, base=_opt_str(pointer.get("base")),
         same_run_as=run.label)
 
 
