@@ -10,6 +10,7 @@ import pandas as pd
 from benchmark.report import ablation, comparison, details, figures
 from benchmark.report.common import (PAPER_DESCRIPTION_NOTE, REPO_ROOT, display_name, slugify,
                                      split_sort_key, write_text_atomic)
+from benchmark.report.headline import headlines
 from benchmark.report.document import Document, Figure, Heading, Numbering, Paragraph, Table
 from benchmark.report.published import PublishedEntry, RegisterState
 from benchmark.report.results_store import ResultsStore, load_curve
@@ -39,6 +40,14 @@ class _Builder:
         self.doc.add(Figure(path, self.num.figure(caption), width))
 
     # ------------------------------------------------------------------------------------------------ sections
+    def headline(self) -> None:
+        lines = headlines(self.store.runs, self.store.datasets())
+        if lines:
+            self.doc.add(Paragraph("**Headline.** Gain of each method over the supervised baseline at the lowest "
+                                   "label split (best-on-val mIoU, mean over seeds; p from the significance "
+                                   "table's test):"))
+            self.doc.add(*(Paragraph(line) for line in lines))
+
     def intro(self) -> None:
         runs, refs = self.store.runs, self.store.references
         seeds = len(runs)
@@ -224,6 +233,7 @@ class _Builder:
 def build_document(store: ResultsStore, published: list[PublishedEntry], register: RegisterState,
                    out_dir: Path) -> BuildOutput:
     b = _Builder(store, published, register, Path(out_dir))
+    b.headline()
     b.intro()
     b.main_comparison()
     b.published_section()
