@@ -8,9 +8,10 @@ from pathlib import Path
 import pandas as pd
 
 from benchmark.report import ablation, comparison, details, figures
-from benchmark.report.common import (PAPER_DESCRIPTION_NOTE, REPO_ROOT, display_name, slugify,
+from benchmark.report.common import (PAPER_DESCRIPTION_NOTE, REPO_ROOT, USER_SUPPLIED_NOTE, display_name, slugify,
                                      split_sort_key, write_text_atomic)
 from benchmark.report.headline import headlines
+from benchmark.report.polish import notes_once_per_section
 from benchmark.report.document import Document, Figure, Heading, Numbering, Paragraph, Table
 from benchmark.report.published import PublishedEntry, RegisterState
 from benchmark.report.results_store import ResultsStore, load_curve
@@ -23,6 +24,14 @@ class BuildOutput:
     document: Document
     written: set[Path] = field(default_factory=set)    # figures and CSVs of this rendering (others are stale)
     warnings: list[str] = field(default_factory=list)
+
+
+def marks_note(runs) -> str:
+    """The footnotes of the marks a figure's legend carries († paper description, § user-supplied); the
+    document pass `notes_once_per_section` moves them to one note per section."""
+    notes = [note for flag, note in ((any(r.from_paper_description for r in runs), PAPER_DESCRIPTION_NOTE),
+                                     (any(r.user_supplied for r in runs), USER_SUPPLIED_NOTE)) if flag]
+    return "".join(" " + n for n in notes)
 
 
 class _Builder:
@@ -59,8 +68,8 @@ class _Builder:
             "sample standard deviation, with the number of seeds n next to it. 'Best on val' is the highest "
             "val mIoU among a run's evaluations (as the published tables report); 'last' is the final "
             "evaluation."))
-        if any(r.from_paper_description for r in runs):
-            self.doc.add(Paragraph(PAPER_DESCRIPTION_NOTE, small=True))
+        if marks_note(runs):
+            self.doc.add(Paragraph(marks_note(runs).strip(), small=True))
         if self.store.skipped:
             self.doc.add(Paragraph(f"**Skipped:** {len(self.store.skipped)} result folder(s) could not be read "
                                    "and are left out of every table; they are listed in 'Skipped results' at "
@@ -84,7 +93,7 @@ class _Builder:
                 series = {comparison.method_label(fr, m):
                           [(s, stats[(m, s)].mean, stats[(m, s)].std) for s in splits if (m, s) in stats]
                           for m in comparison.methods_of(fr)}
-                note = " " + PAPER_DESCRIPTION_NOTE if any(r.from_paper_description for r in fr) else ""
+                note = marks_note(fr)
                 self.figure(f"main_{ds}", f"{ds}: best-on-val mIoU per split, mean ± std over seeds.{note}",
                             figures.miou_vs_split, series, splits, ds)
 
@@ -111,7 +120,7 @@ class _Builder:
         for g in groups:
             self.doc.add(ablation.ablation_table(g, self.num))
             name = display_name(g.method, g.from_paper_description)
-            note = " " + PAPER_DESCRIPTION_NOTE if g.from_paper_description else ""
+            note = marks_note([r for _, rs in g.rows() for r in rs])
             data = ablation.bar_data(g)
             if data:
                 self.figure(f"ablation_{g.dataset}_{g.method}",
@@ -142,7 +151,7 @@ class _Builder:
         iou = frame[methods].T.rename(index=label)
         gain_cols = [c for c in frame.columns if c.startswith("gain ")]
         gain = frame[gain_cols].T.rename(index=lambda c: label.get(c[5:], c[5:])) if gain_cols else None
-        note = " " + PAPER_DESCRIPTION_NOTE if any(comparison.paper_flag(runs, m) for m in methods) else ""
+        note = marks_note([r for r in runs if r.method in methods])
         self.figure(f"per_class_{ds}_{split}", f"{ds}, split {split}: per-class IoU at best-on-val, mean over "
                     f"seeds, and gain over the supervised baseline.{note}",
                     figures.per_class_heatmaps, iou, gain, f"{ds} {split}")
@@ -168,7 +177,7 @@ class _Builder:
                         curves[comparison.method_label(fr, m)] = agg
                 if curves:
                     shown = [r for r in fr if r.split == split]
-                    note = " " + PAPER_DESCRIPTION_NOTE if any(r.from_paper_description for r in shown) else ""
+                    note = marks_note(shown)
                     self.figure(f"curves_{ds}_{split}", f"{ds}, split {split}: val mIoU vs iteration, mean over "
                                 f"seeds (band: ± 1 std where ≥ 2 seeds were evaluated).{note}",
                                 figures.learning_curves, curves, f"{ds} {split}")
@@ -243,5 +252,6 @@ def build_document(store: ResultsStore, published: list[PublishedEntry], registe
     b.compute_section()
     b.provenance_section()
     b.skipped_section()
+    notes_once_per_section(b.doc, (PAPER_DESCRIPTION_NOTE, USER_SUPPLIED_NOTE))
     return b.out
 
