@@ -35,8 +35,10 @@ def marks_note(runs) -> str:
 
 
 class _Builder:
-    def __init__(self, store: ResultsStore, published: list[PublishedEntry], register: RegisterState, out: Path):
+    def __init__(self, store: ResultsStore, published: list[PublishedEntry], register: RegisterState, out: Path,
+                 figures: bool = True):
         self.store, self.published, self.register = store, published, register
+        self.draw = figures
         self.fig_dir, self.table_dir = out / "figures", out / "tables"
         self.num = Numbering()
         self.out = BuildOutput(Document(TITLE))
@@ -44,6 +46,9 @@ class _Builder:
 
     def figure(self, name: str, caption: str, draw, *args, width: float = 1.0, **kwargs) -> None:
         path = self.fig_dir / f"{slugify(name)}.png"
+        if not self.draw:   # --latex-only: the tables are wanted, not the pictures
+            self.num.figure(caption)
+            return
         draw(*args, path=path, **kwargs)
         self.out.written.add(path)
         self.doc.add(Figure(path, self.num.figure(caption), width))
@@ -240,8 +245,8 @@ class _Builder:
 
 
 def build_document(store: ResultsStore, published: list[PublishedEntry], register: RegisterState,
-                   out_dir: Path) -> BuildOutput:
-    b = _Builder(store, published, register, Path(out_dir))
+                   out_dir: Path, figures: bool = True) -> BuildOutput:
+    b = _Builder(store, published, register, Path(out_dir), figures)
     b.headline()
     b.intro()
     b.main_comparison()
