@@ -86,6 +86,7 @@ class OutputConfig:
     variant: str = ""         # ablation variant label; "" = the method as configured by default
     save_checkpoint: bool = True
     report_note: str = ""     # shown under the dataset's tables in the report (e.g. what a CPU budget can tell)
+    qualitative_images: int = 4   # fixed val images whose predictions are saved at each new best (0 = none)
     reference: bool = False   # a grid.references cell: the report shows it as a reference column, not a split
 
 

@@ -19,6 +19,7 @@ from benchmark.data import DataPlan, Streams, plan_data, val_loader
 from benchmark.evaluate import evaluate
 from benchmark.io import append_jsonl, atomic_write, atomic_write_json, read_jsonl, rewrite_jsonl
 from benchmark.model import build_model
+from benchmark.qualitative import QUALITATIVE_FILE, QualitativeSaver
 from methods import registry
 from methods.base import Batch, LossSettings, Method, MethodContext, StepInfo
 
@@ -175,7 +176,7 @@ class Trainer:
     def fit(self, fresh: bool = False) -> dict[str, Any]:
         summary_path = self.run_dir / "summary.json"
         if fresh and self.dist.is_main:
-            for name in (CHECKPOINT, "summary.json", "metrics.jsonl", "train_log.jsonl"):
+            for name in (CHECKPOINT, "summary.json", "metrics.jsonl", "train_log.jsonl", QUALITATIVE_FILE):
                 (self.run_dir / name).unlink(missing_ok=True)
         existing = runinfo.read_summary(summary_path)
         if existing and existing.get("status") == "complete" and existing.get("config_hash") == self.cfg.hash():
@@ -198,6 +199,7 @@ class Trainer:
         every = self.cfg.eval.every or max(total // 10, 1)
         images_per_step = self.labeled_batch + self.cfg.train.batch_size * (len(streams._iters) - 1)
         self._val = val_loader(self.cfg, self.plan, self.dist.rank, self.dist.world_size)
+        qualitative = QualitativeSaver(self.cfg, self.plan) if self.dist.is_main else None
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
 
@@ -231,6 +233,8 @@ class Trainer:
                 last = self._evaluate(done, train_time + session_time)
                 if best is None or last["miou"] > best["miou"] or math.isnan(best["miou"]):
                     best = last
+                    if qualitative is not None:   # the report's figures show the best-on-val predictions
+                        qualitative.save(self.model, self.run_dir, done, self.device)
                 ckpt_due = True
             else:
                 ckpt_due = self.cfg.train.checkpoint_every > 0 and done % self.cfg.train.checkpoint_every == 0

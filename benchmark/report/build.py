@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from benchmark.report import ablation, comparison, details, figures
+from benchmark.report import ablation, comparison, details, figures, qualitative
 from benchmark.report.common import (PAPER_DESCRIPTION_NOTE, REPO_ROOT, USER_SUPPLIED_NOTE, display_name, slugify,
                                      split_sort_key, write_text_atomic)
 from benchmark.report.headline import headlines
@@ -101,6 +101,21 @@ class _Builder:
                 note = marks_note(fr)
                 self.figure(f"main_{ds}", f"{ds}: best-on-val mIoU per split, mean ± std over seeds.{note}",
                             figures.miou_vs_split, series, splits, ds)
+            self.qualitative(ds)
+
+    def qualitative(self, ds: str) -> None:
+        missing = []
+        for split in comparison.splits_of(comparison.full_runs(self.store.runs, ds), [], ds):
+            q = qualitative.collect(self.store.runs, ds, split)
+            if q is None:
+                missing.append(split)
+                continue
+            self.figure(f"qualitative_{ds}_{split}", qualitative.caption(q, ds, split) + marks_note(
+                comparison.full_runs(self.store.runs, ds)), qualitative.draw, q, f"{ds}, split {split}")
+        if missing:
+            self.doc.add(Paragraph(f"No qualitative figure for {ds} split(s) {', '.join(missing)}: no run saved "
+                                   f"predictions of the fixed val images ({qualitative.QUALITATIVE_FILE}; runs "
+                                   "from before this feature or with output.qualitative_images=0).", small=True))
 
     def published_section(self) -> None:
         self.doc.add(Heading("2. Published vs reproduced", 2))
