@@ -59,6 +59,7 @@ class TrainConfig:
     threads: int = 0          # torch CPU threads; 0 = torch's default
     log_every: int = 20
     checkpoint_every: int = 0  # steps; 0 = at every evaluation
+    tensorboard: bool = False  # live curves under <run>/tensorboard/ (needs the optional tensorboard package)
 
 
 @dataclass
@@ -128,8 +129,8 @@ class Config:
         """Hash of the recipe: everything but the seed, where data and outputs live, and the device."""
         recipe = self.to_dict()
         # Where and how a run is launched does not change what it computes.
-        for section, key in (("train", "seed"), ("train", "device"), ("train", "threads"), ("data", "root"),
-                             ("data", "split_dir"), ("data", "workers")):
+        for section, key in (("train", "seed"), ("train", "device"), ("train", "threads"), ("train", "tensorboard"),
+                             ("data", "root"), ("data", "split_dir"), ("data", "workers")):
             recipe[section].pop(key)
         recipe.pop("output")
         recipe.pop("grid")

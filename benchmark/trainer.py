@@ -20,6 +20,7 @@ from benchmark.evaluate import evaluate
 from benchmark.io import append_jsonl, atomic_write, atomic_write_json, read_jsonl, rewrite_jsonl
 from benchmark.model import build_model
 from benchmark.qualitative import QUALITATIVE_FILE, QualitativeSaver
+from benchmark.tensorboard_log import TensorBoardLog
 from methods import registry
 from methods.base import Batch, LossSettings, Method, MethodContext, StepInfo
 
@@ -200,6 +201,7 @@ class Trainer:
         images_per_step = self.labeled_batch + self.cfg.train.batch_size * (len(streams._iters) - 1)
         self._val = val_loader(self.cfg, self.plan, self.dist.rank, self.dist.world_size)
         qualitative = QualitativeSaver(self.cfg, self.plan) if self.dist.is_main else None
+        live = TensorBoardLog(self.cfg.train.tensorboard and self.dist.is_main, self.run_dir)
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
 
@@ -227,10 +229,12 @@ class Trainer:
             done = step + 1
             if self.dist.is_main and (done % self.cfg.train.log_every == 0 or done == total):
                 append_jsonl(self.run_dir / "train_log.jsonl", {"iter": done, **out})
+                live.train(done, out)
             bar.update(1)
             bar.set_postfix(loss=f"{out['loss']:.3f}", best=f"{best['miou']:.1f}" if best else "-")
             if done % every == 0 or done == total:
                 last = self._evaluate(done, train_time + session_time)
+                live.evaluation(last)
                 if best is None or last["miou"] > best["miou"] or math.isnan(best["miou"]):
                     best = last
                     if qualitative is not None:   # the report's figures show the best-on-val predictions
@@ -241,6 +245,7 @@ class Trainer:
             if ckpt_due:
                 self._save_checkpoint(done, best, train_time + session_time)
         bar.close()
+        live.close()
         if last is None:  # resumed from a checkpoint written at the very last step
             last = self._evaluate(total, train_time)
         train_time += session_time
