@@ -73,8 +73,6 @@ class _Builder:
             "sample standard deviation, with the number of seeds n next to it. 'Best on val' is the highest "
             "val mIoU among a run's evaluations (as the published tables report); 'last' is the final "
             "evaluation."))
-        if marks_note(runs):
-            self.doc.add(Paragraph(marks_note(runs).strip(), small=True))
         if self.store.skipped:
             self.doc.add(Paragraph(f"**Skipped:** {len(self.store.skipped)} result folder(s) could not be read "
                                    "and are left out of every table; they are listed in 'Skipped results' at "

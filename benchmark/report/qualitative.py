@@ -87,8 +87,11 @@ def draw(q: QualitativeSet, title: str, path: Path) -> Path:
     rows = len(q.ids)
     height, width = q.images[0].shape[:2]
     cell = TEXT_WIDTH_IN / len(columns)
-    fig, axes = plt.subplots(rows, len(columns), squeeze=False,
-                             figsize=(TEXT_WIDTH_IN, cell * height / width * rows + 0.9))
+    grid_h = cell * height / width * rows
+    top = 0.55   # inches above the images for the title and the column names
+    fig, axes = plt.subplots(rows, len(columns), squeeze=False, figsize=(TEXT_WIDTH_IN, grid_h + top),
+                             gridspec_kw={"wspace": 0.04, "hspace": 0.04})
+    fig.subplots_adjust(left=0, right=1, bottom=0, top=grid_h / (grid_h + top))
     for i in range(rows):
         shown = [q.images[i], colourise(q.masks[i], q.palette)] + [colourise(p.preds[i], q.palette)
                                                                      for p in q.panels]
@@ -104,9 +107,10 @@ def draw(q: QualitativeSet, title: str, path: Path) -> Path:
                for c, name in enumerate(names[:len(q.palette)])]
     handles.append(Patch(facecolor=np.array(IGNORE_COLOUR) / 255, edgecolor="black", linewidth=0.3,
                          label="ignored"))
-    fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 8), fontsize=7, frameon=False)
-    fig.suptitle(title, fontsize=9)
-    fig.tight_layout(rect=(0, 0.9 / (cell * height / width * rows + 0.9), 1, 0.97))
+    # Below the images; the saved figure's tight bounding box takes it in.
+    fig.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, 0), ncol=min(len(handles), 8),
+               fontsize=7, frameon=False)
+    fig.suptitle(title, fontsize=9, y=1.0, va="top")
     return _save(fig, path)
 
 
