@@ -74,3 +74,10 @@ def test_seed_phrase_says_when_cells_differ(tmp_path):
         write_run(tmp_path, "animals", "1_128", "supervised", seed, 30.0)
     write_run(tmp_path, "animals", "1_128", "unimatch", 0, 30.0)
     assert seeds_phrase(load_results(tmp_path).runs) == "over 1–3 seeds per cell"
+
+
+def test_per_class_table_of_a_reference_split_counts_its_seeds(store):
+    from benchmark.report.details import per_class_frame, per_class_table
+    from benchmark.report.document import Numbering
+    frame = per_class_frame(store.runs, [], "animals", "full")
+    assert "over 3 seeds" in per_class_table(frame, store.runs, "animals", "full", Numbering()).caption

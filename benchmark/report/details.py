@@ -10,8 +10,7 @@ import pandas as pd
 
 from benchmark.report.common import (DASH, REPO_ROOT, PAPER_DESCRIPTION_METHODS, PAPER_DESCRIPTION_NOTE, display_name,
                                      method_sort_key, same_run_suffix, slugify, split_sort_key)
-from benchmark.report.comparison import (REFERENCE_MARK, REFERENCE_NOTE, full_runs, method_label, methods_of,
-                                         paper_flag)
+from benchmark.report.comparison import REFERENCE_MARK, REFERENCE_NOTE, method_label, methods_of, paper_flag
 from benchmark.report.document import Numbering, Table
 from benchmark.report.published import REGISTER_FIELDS, RegisterState
 from benchmark.report.results_store import ReferenceRecord, RunRecord
@@ -81,7 +80,7 @@ def per_class_table(frame: pd.DataFrame, runs: list[RunRecord], dataset: str, sp
         notes.append(PAPER_DESCRIPTION_NOTE)
     if len(run_methods) < len(methods):
         notes.append(REFERENCE_NOTE)
-    shown = [r for r in full_runs(runs, dataset) if r.split == split]
+    shown = [r for r in runs if r.dataset == dataset and r.split == split and r.variant is None]   # references too
     return Table(columns, rows, num.table(f"{dataset}, split {split}: per-class IoU (%), {seeds_phrase(shown)}."),
                  notes, bold)
 
