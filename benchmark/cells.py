@@ -37,6 +37,7 @@ class RunOptions:
     overrides: tuple[str, ...] = ()         # the user's key=value pairs, for every cell
     train_command: tuple[str, ...] = TRAIN_COMMAND
     omp_threads: int | None = None          # OMP_NUM_THREADS for children (set when cells share the CPU)
+    plugins: tuple[str, ...] = ()           # --plugin modules, passed on to every cell (files: absolute paths)
 
     @property
     def logs_dir(self) -> Path:
@@ -63,6 +64,8 @@ def train_argv(cell: Cell, opts: RunOptions) -> list[str]:
         argv += ["--data-root", opts.data_root]
     if opts.device:
         argv += ["--device", opts.device]
+    for plugin in opts.plugins:
+        argv += ["--plugin", plugin]
     argv += list(opts.overrides) + list(cell.overrides)
     if cell.variant:
         argv.append(f"output.variant={cell.variant}")

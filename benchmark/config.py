@@ -65,6 +65,7 @@ class TrainConfig:
     compile: bool = False     # torch.compile the model (first steps compile; dropout draws differ from eager)
     log_every: int = 20
     checkpoint_every: int = 0  # steps; 0 = at every evaluation
+    tensorboard: bool = False  # live curves under <run>/tensorboard/ (needs the optional tensorboard package)
 
 
 @dataclass
@@ -94,6 +95,8 @@ class OutputConfig:
     variant: str = ""         # ablation variant label; "" = the method as configured by default
     save_checkpoint: bool = True
     report_note: str = ""     # shown under the dataset's tables in the report (e.g. what a CPU budget can tell)
+    qualitative_images: int = 4   # fixed val images whose predictions are saved at each new best (0 = none)
+    reference: bool = False   # a grid.references cell: the report shows it as a reference column, not a split
 
 
 @dataclass
@@ -104,6 +107,9 @@ class GridConfig:
     seeds: int = 2
     ablations: tuple = ()     # component names to ablate
     ablation_splits: tuple = ()  # () = the grid's lowest split
+    # "method:split" cells also trained for every seed, outside methods × splits, e.g. ["supervised:full"]:
+    # the report shows them as reference columns (how much room the labels leave).
+    references: tuple = ()
     parallel: int = 1         # cells run side by side on this machine
 
 
@@ -121,6 +127,8 @@ class Config:
     method: dict = field(default_factory=lambda: {"name": "supervised"})
     # Per-method settings a profile applies when that method runs, e.g. the supervised doubled batch.
     per_method: dict = field(default_factory=dict)
+    # Plugin modules (.py files or module names) imported before the method is looked up; see benchmark/plugins.py.
+    plugins: tuple = ()
 
     def to_dict(self) -> dict[str, Any]:
         return _plain(dataclasses.asdict(self))
@@ -129,12 +137,13 @@ class Config:
         """Hash of the recipe: everything but the seed, where data and outputs live, and the device."""
         recipe = self.to_dict()
         # Where and how a run is launched does not change what it computes.
-        for section, key in (("train", "seed"), ("train", "device"), ("train", "threads"), ("data", "root"),
-                             ("data", "split_dir"), ("data", "workers"), ("train", "channels_last"),
+        for section, key in (("train", "seed"), ("train", "device"), ("train", "threads"), ("train", "tensorboard"),
+                             ("data", "root"), ("data", "split_dir"), ("data", "workers"), ("train", "channels_last"),
                              ("train", "compile")):
             recipe[section].pop(key)
         recipe.pop("output")
         recipe.pop("grid")
+        recipe.pop("plugins")     # where the method's code lives; its name and settings are in the recipe
         blob = json.dumps(recipe, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:12]
 
@@ -217,7 +226,7 @@ def deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
 
 def resolve(*, profile: str = "default", dataset: str | None = None, method: str | None = None,
             split: str | None = None, seed: int | None = None, config_file: str | None = None,
-            overrides: list[str] = ()) -> Config:
+            overrides: list[str] = (), plugins: list[str] = ()) -> Config:
     """Build the run config. Precedence: CLI overrides > CLI flags > --config > profile > dataset > defaults."""
     layers: list[dict[str, Any]] = []
     profile_tree = named_yaml("profiles", profile)
@@ -239,6 +248,9 @@ def resolve(*, profile: str = "default", dataset: str | None = None, method: str
     tree: dict[str, Any] = {}
     for layer in layers:
         tree = deep_merge(tree, layer)
+    if plugins:   # --plugin flags add to the config's list rather than replace it
+        listed = tree.get("plugins") or []
+        tree["plugins"] = list(listed if isinstance(listed, (list, tuple)) else [listed]) + list(plugins)
     return build(tree)
 
 
@@ -246,6 +258,9 @@ def build(tree: dict[str, Any]) -> Config:
     config = _from_dict(Config, tree, "")
     if not isinstance(config.method.get("name"), str):
         raise ConfigError("method.name must be a method name")
+    from benchmark.plugins import load_plugins, normalise_all
+    config.plugins = tuple(normalise_all(config.plugins))
+    load_plugins(config.plugins)
     return config
 
 

@@ -21,6 +21,8 @@ from benchmark.io import append_jsonl, atomic_write, atomic_write_json, read_jso
 from benchmark.model import build_model
 from benchmark.schedule import (evaluation_interval, ohem_min_kept_per_process, per_process_batch, poly_lr,
                                 run_facts)
+from benchmark.qualitative import QUALITATIVE_FILE, QualitativeSaver
+from benchmark.tensorboard_log import TensorBoardLog
 from methods import registry
 from methods.base import Batch, LossSettings, Method, MethodContext, StepInfo
 
@@ -183,7 +185,7 @@ class Trainer:
     def fit(self, fresh: bool = False) -> dict[str, Any]:
         summary_path = self.run_dir / "summary.json"
         if fresh and self.dist.is_main:
-            for name in (CHECKPOINT, "summary.json", "metrics.jsonl", "train_log.jsonl"):
+            for name in (CHECKPOINT, "summary.json", "metrics.jsonl", "train_log.jsonl", QUALITATIVE_FILE):
                 (self.run_dir / name).unlink(missing_ok=True)
         existing = runinfo.read_summary(summary_path)
         if existing and existing.get("status") == "complete" and existing.get("config_hash") == self.cfg.hash():
@@ -208,6 +210,8 @@ class Trainer:
         facts = run_facts(self.cfg, world_size=self.dist.world_size, labeled_batch=self.labeled_batch,
                           batch=self.batch, every=every, total=total, precision=self.precision())
         self._val = val_loader(self.cfg, self.plan, self.dist.rank, self.dist.world_size)
+        qualitative = QualitativeSaver(self.cfg, self.plan) if self.dist.is_main else None
+        live = TensorBoardLog(self.cfg.train.tensorboard and self.dist.is_main, self.run_dir)
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
 
@@ -235,18 +239,23 @@ class Trainer:
             done = step + 1
             if self.dist.is_main and (done % self.cfg.train.log_every == 0 or done == total):
                 append_jsonl(self.run_dir / "train_log.jsonl", {"iter": done, **out})
+                live.train(done, out)
             bar.update(1)
             bar.set_postfix(loss=f"{out['loss']:.3f}", best=f"{best['miou']:.1f}" if best else "-")
             if done % every == 0 or done == total:
                 last = self._evaluate(done, train_time + session_time)
+                live.evaluation(last)
                 if best is None or last["miou"] > best["miou"] or math.isnan(best["miou"]):
                     best = last
+                    if qualitative is not None:   # the report's figures show the best-on-val predictions
+                        qualitative.save(self.model, self.run_dir, done, self.device)
                 ckpt_due = True
             else:
                 ckpt_due = self.cfg.train.checkpoint_every > 0 and done % self.cfg.train.checkpoint_every == 0
             if ckpt_due:
                 self._save_checkpoint(done, best, train_time + session_time)
         bar.close()
+        live.close()
         if last is None:  # resumed from a checkpoint written at the very last step
             last = self._evaluate(total, train_time)
         train_time += session_time

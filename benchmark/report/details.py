@@ -10,11 +10,11 @@ import pandas as pd
 
 from benchmark.report.common import (DASH, REPO_ROOT, PAPER_DESCRIPTION_METHODS, PAPER_DESCRIPTION_NOTE, display_name,
                                      method_sort_key, same_run_suffix, slugify, split_sort_key)
-from benchmark.report.comparison import REFERENCE_MARK, REFERENCE_NOTE, methods_of, paper_flag
+from benchmark.report.comparison import REFERENCE_MARK, REFERENCE_NOTE, method_label, methods_of, paper_flag
 from benchmark.report.document import Numbering, Table
 from benchmark.report.published import REGISTER_FIELDS, RegisterState
 from benchmark.report.results_store import ReferenceRecord, RunRecord
-from benchmark.report.stats import fmt, seed_stats
+from benchmark.report.stats import fmt, seed_stats, seeds_phrase
 
 # ---------------------------------------------------------------------------------------------- per class
 
@@ -58,7 +58,7 @@ def per_class_table(frame: pd.DataFrame, runs: list[RunRecord], dataset: str, sp
     methods = [c for c in frame.columns if not c.startswith(("std ", "n ", "gain "))]
     gains = [c for c in frame.columns if c.startswith("gain ")]
     run_methods = [m for m in methods if not m.endswith(REFERENCE_MARK)]
-    labels = {m: display_name(m, paper_flag(runs, m)) if m in run_methods else m for m in methods}
+    labels = {m: method_label(runs, m) if m in run_methods else m for m in methods}
     columns = ["Class"] + [labels[m] for m in methods] + \
               [f"Δ {display_name(g[5:], paper_flag(runs, g[5:]))}" for g in gains]
     rows, bold = [], set()
@@ -80,7 +80,9 @@ def per_class_table(frame: pd.DataFrame, runs: list[RunRecord], dataset: str, sp
         notes.append(PAPER_DESCRIPTION_NOTE)
     if len(run_methods) < len(methods):
         notes.append(REFERENCE_NOTE)
-    return Table(columns, rows, num.table(f"{dataset}, split {split}: per-class IoU (%)."), notes, bold)
+    shown = [r for r in runs if r.dataset == dataset and r.split == split and r.variant is None]   # references too
+    return Table(columns, rows, num.table(f"{dataset}, split {split}: per-class IoU (%), {seeds_phrase(shown)}."),
+                 notes, bold)
 
 
 # ---------------------------------------------------------------------------------------------- compute
@@ -106,7 +108,7 @@ def compute_table(runs: list[RunRecord], dataset: str, num: Numbering) -> Table 
         rs = groups[(split, method)]
         sup = groups.get((split, "supervised"))
         devices = sorted({r.device or DASH for r in rs})
-        row = [split, display_name(method, paper_flag(fr, method)), ", ".join(devices), str(len(rs))]
+        row = [split, method_label(fr, method), ", ".join(devices), str(len(rs))]
         for attr, _, scale, decimals in COMPUTE_FIELDS:
             v = mean_of(rs, attr)
             base = mean_of(sup, attr) if sup else None

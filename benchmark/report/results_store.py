@@ -65,6 +65,10 @@ class RunRecord:
     labeled_batch_per_process: int | None = None
     evaluations: int | None = None                             # how many evaluations "best on val" chose from
     precision: str | None = None                               # fp32 (official) | bf16
+    reference: bool = False           # a grid.references run (e.g. supervised with all labels)
+    num_labeled: int | None = None    # labeled images of the split, when recorded
+    user_supplied: bool = False       # a plugin method, not one of the suite's (benchmark/plugins.py)
+    base: str | None = None           # the method it declares it builds on (compared with in the report)
 
     @property
     def label(self) -> str:
@@ -222,6 +226,9 @@ def parse_run_folder(folder: Path) -> RunRecord:
         world_size=_opt_int(s.get("world_size")), labeled_total_batch_size=_opt_int(s.get("labeled_total_batch_size")),
         labeled_batch_per_process=_opt_int(s.get("labeled_batch_per_process")),
         evaluations=_opt_int(s.get("evaluations")), precision=_opt_str(s.get("precision")),
+        user_supplied=s.get("user_supplied") is True, base=_opt_str(s.get("base")),
+        reference=config_value(folder, "output.reference") is True,
+        num_labeled=s["num_labeled"] if isinstance(s.get("num_labeled"), int) else None,
     )
 
 
@@ -252,6 +259,7 @@ def _parse_same_run(folder: Path) -> RunRecord:
         run, method=str(identity["method"]), variant=str(identity["variant"] or "") or None,
         components=identity["components"], overrides=identity["overrides"], params=identity["params"],
         from_paper_description=paper if isinstance(paper, bool) else run.from_paper_description,
+        user_supplied=pointer.get("user_supplied") is True, base=_opt_str(pointer.get("base")),
         same_run_as=run.label)
 
 
