@@ -88,6 +88,8 @@ def ablation_plan_cells(args: argparse.Namespace):
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_intermixed_args(argv)
+    from benchmark.runner import load_plugins
+    load_plugins(args.plugin)
     if args.list:
         print(describe_components())
         return 0

@@ -42,6 +42,7 @@ class RunOptions:
     cell_threads: int | None = None
     omp_threads: int | None = None          # OMP_NUM_THREADS for children (set when cells share the CPU)
     wait_elsewhere: bool = False            # a cell another process is training is waited for (train --wait)
+    plugins: tuple[str, ...] = ()           # --plugin modules, passed on to every cell (files: absolute paths)
 
     @property
     def logs_dir(self) -> Path:
@@ -70,6 +71,8 @@ def train_argv(cell: Cell, opts: RunOptions) -> list[str]:
         argv += ["--device", opts.device]
     if opts.wait_elsewhere:
         argv.append("--wait")
+    for plugin in opts.plugins:
+        argv += ["--plugin", plugin]
     if opts.cell_threads:
         argv.append(f"train.threads={opts.cell_threads}")   # before the user's overrides, which win
     argv += list(opts.overrides) + list(cell.overrides)

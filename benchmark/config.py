@@ -33,6 +33,9 @@ class DataConfig:
     crop_size: int = 0        # 0 = the dataset's default
     workers: int = 0          # DataLoader worker processes
     custom_splits: bool = False  # accept split lists that differ from the pinned official ones (run marked custom)
+    # CutMix source batch: same_ids (official: a second pass of the unlabeled sampler, so the same image ids
+    # augmented anew) | independent (an independently sampled stream of other images)
+    mix_source: str = "independent"
 
 
 @dataclass
@@ -50,6 +53,7 @@ class TrainConfig:
     iters: int = 0            # total steps; 0 = derive from epochs
     epochs: int = 0           # passes over the unlabeled set (labeled set for labeled-only methods)
     batch_size: int = 8       # per process, for each of the labeled and unlabeled batches
+    total_batch_size: int = 0  # > 0: the total over all processes; overrides batch_size with total / world size
     lr: float = 0.01
     lr_multi: float = 10.0    # head learning rate = lr * lr_multi
     momentum: float = 0.9
@@ -59,8 +63,11 @@ class TrainConfig:
     device: str = "auto"      # auto | cpu | cuda | cuda:N
     amp: str = "auto"         # auto (bf16 on CUDA) | bf16 | off
     threads: int = 0          # torch CPU threads; 0 = torch's default
+    channels_last: bool = False  # NHWC model and images (faster convolutions on tensor cores)
+    compile: bool = False     # torch.compile the model (first steps compile; dropout draws differ from eager)
     log_every: int = 20
     checkpoint_every: int = 0  # steps; 0 = at every evaluation
+    tensorboard: bool = False  # live curves under <run>/tensorboard/ (needs the optional tensorboard package)
 
 
 @dataclass
@@ -69,12 +76,14 @@ class LossConfig:
     conf_thresh: float = 0.95
     ohem_thresh: float = 0.7
     ohem_min_kept: int = 200000
+    ohem_min_kept_world_size: int = 0  # processes ohem_min_kept is stated per (official: 4); 0 = per process as is
 
 
 @dataclass
 class EvalConfig:
     mode: str = ""            # whole | center_crop | sliding; "" = the dataset's default
-    every: int = 0            # steps between evaluations; 0 = 10 evaluations per run
+    every: int = 0            # steps between evaluations; 0 (and every_epochs 0) = 10 evaluations per run
+    every_epochs: int = 0     # epochs between evaluations (official: 1); excludes `every`
     absent: str = "zero"      # a class absent from prediction and ground truth: zero (official) | nan (excluded)
     batch_size: int = 1
     # sliding-window border: truncate (official UniMatch: windows past the border are clipped) | clamp
@@ -88,6 +97,8 @@ class OutputConfig:
     variant: str = ""         # ablation variant label; "" = the method as configured by default
     save_checkpoint: bool = True
     report_note: str = ""     # shown under the dataset's tables in the report (e.g. what a CPU budget can tell)
+    qualitative_images: int = 4   # fixed val images whose predictions are saved at each new best (0 = none)
+    reference: bool = False   # a grid.references cell: the report shows it as a reference column, not a split
 
 
 @dataclass
@@ -98,6 +109,9 @@ class GridConfig:
     seeds: int = 2
     ablations: tuple = ()     # component names to ablate
     ablation_splits: tuple = ()  # () = the grid's lowest split
+    # "method:split" cells also trained for every seed, outside methods × splits, e.g. ["supervised:full"]:
+    # the report shows them as reference columns (how much room the labels leave).
+    references: tuple = ()
     parallel: int = 0         # cells run side by side on this machine; 0 = one per usable CPU core
 
 
@@ -115,6 +129,8 @@ class Config:
     method: dict = field(default_factory=lambda: {"name": "supervised"})
     # Per-method settings a profile applies when that method runs, e.g. the supervised doubled batch.
     per_method: dict = field(default_factory=dict)
+    # Plugin modules (.py files or module names) imported before the method is looked up; see benchmark/plugins.py.
+    plugins: tuple = ()
 
     def to_dict(self) -> dict[str, Any]:
         return _plain(dataclasses.asdict(self))
@@ -124,11 +140,13 @@ class Config:
         recipe = self.to_dict()
         # Where and how a run is launched does not change what it computes.
         # Threads change float summation order, not the recipe (docs/architecture.md, "Thread count").
-        for section, key in (("train", "seed"), ("train", "device"), ("train", "threads"), ("data", "root"),
+        for section, key in (("train", "seed"), ("train", "device"), ("train", "threads"), ("train", "tensorboard"),
+                             ("train", "channels_last"), ("train", "compile"), ("data", "root"),
                              ("data", "split_dir"), ("data", "workers"), ("data", "custom_splits")):
             recipe[section].pop(key)
         recipe.pop("output")
         recipe.pop("grid")
+        recipe.pop("plugins")     # where the method's code lives; its name and settings are in the recipe
         blob = json.dumps(recipe, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:12]
 
@@ -242,7 +260,7 @@ def deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
 
 def resolve(*, profile: str = "default", dataset: str | None = None, method: str | None = None,
             split: str | None = None, seed: int | None = None, config_file: str | None = None,
-            overrides: list[str] = ()) -> Config:
+            overrides: list[str] = (), plugins: list[str] = ()) -> Config:
     """Build the run config. Precedence: CLI overrides > CLI flags > --config > profile > dataset > defaults."""
     layers: list[dict[str, Any]] = []
     profile_tree = named_yaml("profiles", profile)
@@ -264,6 +282,9 @@ def resolve(*, profile: str = "default", dataset: str | None = None, method: str
     tree: dict[str, Any] = {}
     for layer in layers:
         tree = deep_merge(tree, layer)
+    if plugins:   # --plugin flags add to the config's list rather than replace it
+        listed = tree.get("plugins") or []
+        tree["plugins"] = list(listed if isinstance(listed, (list, tuple)) else [listed]) + list(plugins)
     return build(tree)
 
 
@@ -271,6 +292,9 @@ def build(tree: dict[str, Any]) -> Config:
     config = _from_dict(Config, tree, "")
     if not isinstance(config.method.get("name"), str):
         raise ConfigError("method.name must be a method name")
+    from benchmark.plugins import load_plugins, normalise_all
+    config.plugins = tuple(normalise_all(config.plugins))
+    load_plugins(config.plugins)
     return config
 
 

@@ -13,6 +13,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from benchmark.config import REPO_ROOT, Config
+from benchmark.schedule import check_mix_source, per_process_batch, steps_per_epoch
 from datasets.catalog import DatasetSpec, get_spec
 from datasets.errors import DataError
 from datasets.semi import KeySampler, SemiDataset, ShardedEvalSampler, derive_seed
@@ -62,13 +63,16 @@ class Streams:
         # Unlabeled data need no labels on disk: their mask column is never read.
         unlabeled = read_split_file(unlabeled_txt, plan.root, require_masks=False) if self.uses_unlabeled else []
         self.num_labeled, self.num_unlabeled = len(labeled), len(unlabeled)
-        seed, batch, nc = cfg.train.seed, cfg.train.batch_size, plan.spec.num_classes
+        seed, batch, nc = cfg.train.seed, per_process_batch(cfg.train, world_size), plan.spec.num_classes
         # Independent streams, so that e.g. the CutMix source is not the unlabeled batch itself.
         stream_seed = lambda name: derive_seed(seed, name)  # noqa: E731
         common = dict(root=plan.root, crop_size=plan.crop_size, num_classes=nc)
-        # One pass over the unlabeled set is an epoch; labeled ids are repeated to the unlabeled count.
-        epoch_len = self.num_unlabeled or self.num_labeled
-        self.steps_per_epoch = max(epoch_len // (batch * world_size), 1)
+        # One pass over the unlabeled set is an epoch, labeled ids repeated to the unlabeled count; a
+        # labeled-only method's epoch is one pass over the labeled set at its own (e.g. doubled) batch.
+        self.steps_per_epoch = (steps_per_epoch(self.num_unlabeled, batch, world_size) if self.uses_unlabeled
+                                else steps_per_epoch(self.num_labeled, labeled_batch, world_size))
+        # Images one process consumes per step: the labeled batch plus one batch per unlabeled stream.
+        self.images_per_step = labeled_batch + (batch * (2 if "mix" in views else 1) if self.uses_unlabeled else 0)
         sampler_args = dict(start=start_step * labeled_batch * world_size, rank=rank, world_size=world_size)
         self._iters: dict[str, Iterator] = {
             "labeled": self._loader(SemiDataset(items=labeled, mode="train_l", seed=stream_seed("labeled"),
@@ -76,14 +80,19 @@ class Streams:
                                     KeySampler(len(labeled), stream_seed("labeled"),
                                                length=self.num_unlabeled or None, **sampler_args),
                                     labeled_batch, cfg.data.workers)}
+        self.samplers: dict[str, KeySampler] = {}
         if self.uses_unlabeled:
             unlabeled_views = frozenset(views) - {"mix"}
             sampler_args["start"] = start_step * batch * world_size
+            # same_ids (official): the mix stream walks the unlabeled stream's keys, so it holds the same ids;
+            # its dataset seed differs, so every image is augmented anew.
+            same_ids = check_mix_source(cfg.data.mix_source) == "same_ids"
             for name in ("unlabeled", "mix") if "mix" in views else ("unlabeled",):
                 dataset = SemiDataset(items=unlabeled, mode="train_u", views=unlabeled_views,
                                       seed=stream_seed(name), **common)
-                self._iters[name] = self._loader(dataset, KeySampler(len(unlabeled), stream_seed(name),
-                                                                     **sampler_args), batch, cfg.data.workers)
+                order_seed = stream_seed("unlabeled" if same_ids else name)
+                self.samplers[name] = KeySampler(len(unlabeled), order_seed, **sampler_args)
+                self._iters[name] = self._loader(dataset, self.samplers[name], batch, cfg.data.workers)
 
     @staticmethod
     def _loader(dataset, sampler, batch_size: int, workers: int) -> Iterator:
@@ -104,4 +113,5 @@ def val_loader(cfg: Config, plan: DataPlan, rank: int = 0, world_size: int = 1) 
                           num_classes=plan.spec.num_classes)
     # Each rank evaluates a disjoint shard without padding: no image is counted twice.
     return DataLoader(dataset, batch_size=cfg.eval.batch_size, sampler=ShardedEvalSampler(len(items), rank, world_size),
-                      num_workers=cfg.data.workers)
+                      num_workers=cfg.data.workers, pin_memory=torch.cuda.is_available(),
+                      persistent_workers=cfg.data.workers > 0)   # workers survive between evaluations

@@ -66,6 +66,7 @@ class GridPlan:
     ablations: tuple[str, ...]
     ablation_splits: tuple[str, ...]
     parallel: int
+    references: tuple[tuple[str, str], ...] = ()   # (method, split) reference cells, every seed
 
 
 @dataclass(frozen=True)
@@ -119,9 +120,10 @@ def load_plan(profile: str, overrides: Iterable[str] = (), *, dataset: str | Non
         raise _config_error(f"seeds must be at least 1, got {seeds}")
     if grid.parallel < 0:
         raise _config_error(f"grid.parallel must be 0 (one cell per usable core) or positive, got {grid.parallel}")
+    references = tuple(dict.fromkeys(parse_reference(text, spec) for text in grid.references))
     return GridPlan(profile=profile, dataset=spec.name, methods=_unique(methods), splits=_unique(splits),
                     seeds=seeds, ablations=_unique(grid.ablations), ablation_splits=_unique(ablation_splits),
-                    parallel=grid.parallel or usable_cores())
+                    parallel=grid.parallel or usable_cores(), references=references)
 
 
 def usable_cores() -> int:
@@ -130,6 +132,34 @@ def usable_cores() -> int:
         return max(len(os.sched_getaffinity(0)), 1)
     except AttributeError:   # not on Linux
         return os.cpu_count() or 1
+
+
+# A reference cell says so in its run folder's config (output.* is not part of the recipe hash).
+REFERENCE_OVERRIDE = "output.reference=true"
+
+
+def parse_reference(text: str, spec) -> tuple[str, str]:
+    """`method:split` of grid.references → (method, split), both checked."""
+    from datasets.errors import DataError
+    from methods import registry
+    method, sep, split = str(text).partition(":")
+    if not sep or not method.strip() or not split.strip():
+        raise _config_error(f"bad grid.references entry {text!r}: expected method:split, e.g. supervised:full")
+    method, split = method.strip(), split.strip()
+    registry.get(method)
+    if split not in spec.splits:
+        raise DataError(f"grid.references entry {text!r}: unknown split {split!r} for dataset {spec.name}; "
+                        f"known splits: {', '.join(spec.splits)}")
+    return method, split
+
+
+def reference_cells(plan: GridPlan) -> list[Cell]:
+    """The grid.references cells for every seed, for the references whose method the grid runs (so
+    `--methods` limits them too); a reference the grid already runs is not repeated."""
+    in_grid = {(m, s) for m in plan.methods for s in plan.splits}
+    return [Cell(method, plan.dataset, split, seed, overrides=(REFERENCE_OVERRIDE,))
+            for seed in range(plan.seeds) for method, split in plan.references
+            if method in plan.methods and (method, split) not in in_grid]
 
 
 def grid_cells(plan: GridPlan) -> list[Cell]:

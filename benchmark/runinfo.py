@@ -84,6 +84,11 @@ def read_summary(path: Path) -> dict[str, Any] | None:
         return None
 
 
+def is_user_supplied(method_cls: type) -> bool:
+    from benchmark.plugins import is_user_supplied as plugin_check
+    return plugin_check(method_cls)
+
+
 def method_identity(cfg: Config, method) -> dict[str, Any]:
     """What identifies a run's method in its results (summary.json, and same_run.json of a reusing variant)."""
     return {
@@ -92,11 +97,14 @@ def method_identity(cfg: Config, method) -> dict[str, Any]:
         "overrides": {k: v for k, v in cfg.method.items() if k not in ("name", "components")},
         "params": dataclasses.asdict(method.params),
         "from_paper_description": method.from_paper_description,
+        "user_supplied": is_user_supplied(type(method)), "base": method.base or None,
     }
 
 
 def summary(cfg: Config, method, plan, best: dict, last: dict, iters: int, wall_time: float,
-            step_time: float, images_per_step: int, device: torch.device) -> dict[str, Any]:
+            step_time: float, images_per_step: int, device: torch.device,
+            facts: dict[str, Any] | None = None) -> dict[str, Any]:
+    """`facts`: the recipe as trained (batch per process and total, world size, evaluations, precision)."""
     return {
         "status": "complete",
         "dataset": plan.spec.name, "split": plan.split, **method_identity(cfg, method),
@@ -107,5 +115,14 @@ def summary(cfg: Config, method, plan, best: dict, last: dict, iters: int, wall_
         "peak_memory_mb": round(peak_memory_mb(device), 1), "device": device_name(device),
         "world_size": int(os.environ.get("WORLD_SIZE", 1)),
         "versions": versions(), "git_commit": git_commit(), "config_hash": cfg.hash(),
-        "class_names": list(plan.spec.class_names),
+        "class_names": list(plan.spec.class_names), "num_labeled": num_labeled(plan), **(facts or {}),
     }
+
+
+def num_labeled(plan) -> int | None:
+    """Labeled images of the run's split (the report's headline says '8 labels' rather than '1_128')."""
+    from datasets.splits import split_paths
+    try:
+        return sum(1 for line in split_paths(plan.split_dir, plan.split)[0].read_text().splitlines() if line.strip())
+    except OSError:
+        return None

@@ -160,6 +160,8 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--seeds", type=_positive, metavar="N", help="number of seeds: runs seeds 0..N-1 (default: grid.seeds)")
     g.add_argument("--data-root", metavar="DIR", help="dataset root folder (default: the dataset's)")
     g.add_argument("--device", help="auto, cpu, cuda or cuda:N (default: the profile's train.device)")
+    g.add_argument("--plugin", action="append", default=[], metavar="FILE_OR_MODULE",
+                   help="import a method plugin (a .py file or a module name) here and in every cell; repeatable")
     g.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides for every cell")
 
     o = parser.add_argument_group("where results go")
@@ -234,7 +236,7 @@ def run_options(args: argparse.Namespace, jobs: int) -> RunOptions:
     return RunOptions(profile=args.profile, results_dir=results, data_root=_abs(args.data_root), device=args.device,
                       overrides=tuple(anchor_override(o) for o in args.overrides), train_command=TRAIN_COMMAND,
                       cell_threads=1 if shared_cpu and not pinned else None,
-                      omp_threads=(pinned or 1) if shared_cpu else None)
+                      omp_threads=(pinned or 1) if shared_cpu else None, plugins=tuple(load_plugins(args.plugin)))
 
 
 def reports_dir_for(args: argparse.Namespace, opts: RunOptions) -> Path:
@@ -356,12 +358,20 @@ def stop_on_sigterm() -> None:
         signal.signal(signal.SIGTERM, handler)
 
 
+def load_plugins(specs) -> list[str]:
+    """Import the --plugin modules (so the grid knows their methods); returns them as cells get them."""
+    from benchmark import plugins
+    plugins.load_plugins(specs)
+    return plugins.normalise_all(specs)
+
+
 def main(argv: list[str] | None = None) -> int:
     from benchmark import grid
     args = build_parser().parse_intermixed_args(argv)
+    load_plugins(args.plugin)
     plan = grid.load_plan(args.profile, args.overrides, dataset=args.dataset, methods=args.methods,
                           splits=args.splits, seeds=args.seeds)
-    cells = grid.grid_cells(plan)
+    cells = grid.grid_cells(plan) + grid.reference_cells(plan)
     if not args.no_ablations:
         for component in plan.ablations:
             cells += grid.ablation_cells(plan, component, methods_filter=args.methods)

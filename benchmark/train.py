@@ -2,6 +2,7 @@
 
     python -m benchmark.train --method unimatch --dataset animals --split 1_16 --seed 0 [--profile smoke]
     python -m benchmark.train --list
+    python -m benchmark.train --plugin examples/ema_fixmatch.py --method ema_fixmatch --profile smoke
     python -m benchmark.train --method s4mim train.iters=200 method.components.feature_agg=false
 
 Overrides are dotted `section.key=value` pairs; precedence: overrides > flags > --config > profile > dataset
@@ -28,6 +29,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, help="seed (default 0)")
     parser.add_argument("--profile", default="default", help="profile YAML under benchmark/configs/profiles")
     parser.add_argument("--config", help="an extra YAML file applied after the profile")
+    parser.add_argument("--plugin", action="append", default=[], metavar="FILE_OR_MODULE",
+                        help="import a method plugin (a .py file or a module name) first; repeatable; added to "
+                             "the config's `plugins` list (see docs/adding-a-method.md)")
     parser.add_argument("--data-root", help="dataset root folder (same as data.root=...)")
     parser.add_argument("--results-dir", help="where run folders go (same as output.results_dir=...)")
     parser.add_argument("--device", help="auto, cpu, cuda or cuda:N (same as train.device=...)")
@@ -48,7 +52,9 @@ def describe_everything() -> str:
     from methods.registry import all_methods
     lines = ["Methods (components default on/off):"]
     for name, cls in all_methods().items():
+        from benchmark.plugins import is_user_supplied
         tag = "  [our implementation from the paper's description]" if cls.from_paper_description else ""
+        tag += f"  [user-supplied: {cls.__module__}]" if is_user_supplied(cls) else ""
         lines.append(f"  {name:<11} {cls.description}{tag}")
         for comp, default in cls.components.items():
             lines.append(f"      {comp:<22} {'on ' if default else 'off'}  {cls.component_help.get(comp, '')}")
@@ -67,12 +73,14 @@ def config_from_args(args: argparse.Namespace):
         if flag is not None:
             overrides.insert(0, f"{key}={flag}")
     return resolve(profile=args.profile, dataset=args.dataset, method=args.method, split=args.split,
-                   seed=args.seed, config_file=args.config, overrides=overrides)
+                   seed=args.seed, config_file=args.config, overrides=overrides, plugins=args.plugin)
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
     if args.list:
+        from benchmark.plugins import load_plugins
+        load_plugins(args.plugin)
         print(describe_everything())
         return 0
     cfg = config_from_args(args)

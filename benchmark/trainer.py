@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import math
 import random
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,12 @@ from benchmark.data import DataPlan, Streams, plan_data, val_loader
 from benchmark.evaluate import evaluate
 from benchmark.io import append_jsonl, atomic_write, atomic_write_json, read_jsonl, rewrite_jsonl
 from benchmark.model import build_model
+from benchmark.qualitative import QUALITATIVE_FILE, QualitativeSaver
+from benchmark.run_state import final_evaluation, threads_record
+from benchmark.schedule import (evaluation_interval, ohem_min_kept_per_process, per_process_batch, poly_lr,
+                                run_facts)
 from benchmark.split_lists import check_split_lists
+from benchmark.tensorboard_log import TensorBoardLog
 from methods import registry
 from methods.base import Batch, LossSettings, Method, MethodContext, StepInfo
 
@@ -50,7 +54,7 @@ def run_dir_for(cfg: Config) -> Path:
     return resolve_path(cfg.output.results_dir) / "runs" / cfg.data.dataset / split / run_name / f"seed{cfg.train.seed}"
 
 
-def build_method(cfg: Config, num_classes: int) -> Method:
+def build_method(cfg: Config, num_classes: int, world_size: int = 1) -> Method:
     method_cls = registry.get(cfg.method["name"])
     values = dict(cfg.per_method.get(method_cls.name, {}))
     values.update({k: v for k, v in cfg.method.items() if k != "name"})
@@ -58,13 +62,9 @@ def build_method(cfg: Config, num_classes: int) -> Method:
     if not isinstance(components, dict):
         raise ConfigError(f"method.components must be a mapping of component: true/false, got {components!r}")
     loss = LossSettings(criterion=cfg.loss.criterion, conf_thresh=cfg.loss.conf_thresh,
-                        ohem_thresh=cfg.loss.ohem_thresh, ohem_min_kept=cfg.loss.ohem_min_kept)
+                        ohem_thresh=cfg.loss.ohem_thresh,
+                        ohem_min_kept=ohem_min_kept_per_process(cfg, world_size))
     return method_cls(method_cls.make_params(values), components, MethodContext(num_classes, 255, loss))
-
-
-def poly_lr(base_lr: float, step: int, total: int, power: float) -> float:
-    """The official schedule: lr · (1 − it/total)^0.9, set after each step for the next one."""
-    return base_lr * (1 - step / total) ** power
 
 
 def seed_everything(seed: int) -> None:
@@ -88,7 +88,7 @@ class Trainer:
         self.dist = dist or runinfo.DistInfo()
         # Everything that can be checked without data comes first: a bad method or budget creates nothing.
         from datasets.catalog import get_spec
-        self.method = build_method(cfg, get_spec(cfg.data.dataset).num_classes)
+        self.method = build_method(cfg, get_spec(cfg.data.dataset).num_classes, self.dist.world_size)
         self.device = resolve_device(cfg.train.device) if not self.dist.enabled else self.dist.device
         self._check_budget()
         self.plan: DataPlan = plan_data(cfg)
@@ -107,14 +107,19 @@ class Trainer:
         self._autocast()   # validates train.amp
 
     # --- setup ------------------------------------------------------------------------------------------
-    def _setup(self) -> None:
+    def setup(self) -> None:
+        """Model, method modules and optimizer; `fit` calls it, diagnostics (steptime) may too."""
         cfg = self.cfg
         if cfg.train.threads > 0:
             torch.set_num_threads(cfg.train.threads)
         seed_everything(cfg.train.seed)
         spec = self.plan.spec
         self.model = build_model(cfg.model, spec.num_classes).to(self.device)
+        if cfg.train.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
         self.model = self.dist.wrap(self.model)
+        if cfg.train.compile:   # in place: attributes (encode, decode) and state_dict keys stay as they are
+            self.model.compile()
         self.extra = self.method.trainable_modules().to(self.device)
         self.dist.broadcast_parameters([self.model, self.extra])
         if self.dist.enabled:  # identical initial weights, but independent dropout/masking per process
@@ -124,7 +129,8 @@ class Trainer:
             [{"params": list(self.model.backbone_parameters()), "lr": cfg.train.lr},
              {"params": head, "lr": cfg.train.lr * cfg.train.lr_multi}],
             lr=cfg.train.lr, momentum=cfg.train.momentum, weight_decay=cfg.train.weight_decay)
-        self.labeled_batch = self.method.labeled_batch_size(cfg.train.batch_size)
+        self.batch = per_process_batch(cfg.train, self.dist.world_size)
+        self.labeled_batch = self.method.labeled_batch_size(self.batch)
         self._trainable = [p for group in self.optimizer.param_groups for p in group["params"]]
 
     def total_steps(self, steps_per_epoch: int) -> int:
@@ -134,11 +140,15 @@ class Trainer:
             return self.cfg.train.epochs * steps_per_epoch
         raise ConfigError("set train.iters or train.epochs to a positive number")
 
-    def _autocast(self):
+    def precision(self) -> str:
+        """fp32 (the official recipe) or bf16 (autocast): recorded in the summary, shown in the report."""
         amp = self.cfg.train.amp
         if amp not in ("auto", "bf16", "off"):
             raise ConfigError(f"train.amp must be auto, bf16 or off, got {amp!r}")
-        if amp == "bf16" or (amp == "auto" and self.device.type == "cuda"):
+        return "bf16" if amp == "bf16" or (amp == "auto" and self.device.type == "cuda") else "fp32"
+
+    def _autocast(self):
+        if self.precision() == "bf16":
             return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
@@ -203,19 +213,19 @@ class Trainer:
     def _fit(self, fresh: bool) -> dict[str, Any]:
         summary_path = self.run_dir / "summary.json"
         if fresh and self.dist.is_main:
-            for name in (CHECKPOINT, "summary.json", "metrics.jsonl", "train_log.jsonl"):
+            for name in (CHECKPOINT, "summary.json", "metrics.jsonl", "train_log.jsonl", QUALITATIVE_FILE):
                 (self.run_dir / name).unlink(missing_ok=True)
         existing = runinfo.read_summary(summary_path)
         if existing and existing.get("status") == "complete" and existing.get("config_hash") == self.cfg.hash():
             return existing
-        self._setup()
+        self.setup()
         if self.dist.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
         state = self._load_checkpoint()
         start = state["step"] if state else 0
         best = state["best"] if state else None
         train_time = state["train_time"] if state else 0.0
-        self.threads = self._threads_record(state)
+        self.threads = threads_record(state, self.run_dir)
         if self.dist.is_main:
             save_yaml(self.cfg.to_dict(), self.run_dir / "config.yaml")
             if state:
@@ -224,9 +234,13 @@ class Trainer:
         streams = Streams(self.cfg, self.plan, self.method.needs(), self.labeled_batch, start,
                           self.dist.rank, self.dist.world_size)
         total = self.total_steps(streams.steps_per_epoch)
-        every = self.cfg.eval.every or max(total // 10, 1)
-        images_per_step = self.labeled_batch + self.cfg.train.batch_size * (len(streams._iters) - 1)
+        every = evaluation_interval(self.cfg.eval, total, streams.steps_per_epoch)
+        images_per_step = streams.images_per_step
+        facts = run_facts(self.cfg, world_size=self.dist.world_size, labeled_batch=self.labeled_batch,
+                          batch=self.batch, every=every, total=total, precision=self.precision())
         self._val = val_loader(self.cfg, self.plan, self.dist.rank, self.dist.world_size)
+        qualitative = QualitativeSaver(self.cfg, self.plan) if self.dist.is_main else None
+        live = TensorBoardLog(self.cfg.train.tensorboard and self.dist.is_main, self.run_dir)
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
 
@@ -235,73 +249,62 @@ class Trainer:
                    dynamic_ncols=True, leave=False)
         session_steps, session_time = 0, 0.0
         # A checkpoint at the last step already holds the last evaluation (rebuilding the summary adds nothing).
-        last = self._final_evaluation(state) if state and start >= total else None
+        last = final_evaluation(state, self.run_dir) if state and start >= total else None
         self.model.train()
         for step in range(start, total):
             tick = time.perf_counter()
             try:
-                out = self._train_step(streams, step, total)
+                out = self.train_step(streams, step, total)
             except NonFiniteLossError:
                 # Recorded as diverged (mIoU NaN) so the report shows it; the checkpoint before it is kept.
                 if self.dist.is_main:
                     nan = {"iter": step + 1, "miou": None, "per_class": {}}
                     atomic_write_json(summary_path, {**self._summary(
                         nan, nan, total, train_time + session_time, session_steps and
-                        session_time / session_steps, images_per_step), "status": "diverged"})
+                        session_time / session_steps, images_per_step, facts), "status": "diverged"})
                 raise
             session_time += time.perf_counter() - tick
             session_steps += 1
             done = step + 1
             if self.dist.is_main and (done % self.cfg.train.log_every == 0 or done == total):
                 append_jsonl(self.run_dir / "train_log.jsonl", {"iter": done, **out})
+                live.train(done, out)
             bar.update(1)
             bar.set_postfix(loss=f"{out['loss']:.3f}", best=f"{best['miou']:.1f}" if best else "-")
             if done % every == 0 or done == total:
                 last = self._evaluate(done, train_time + session_time)
+                live.evaluation(last)
                 if best is None or last["miou"] > best["miou"] or math.isnan(best["miou"]):
                     best = last
+                    if qualitative is not None:   # the report's figures show the best-on-val predictions
+                        qualitative.save(self.model, self.run_dir, done, self.device)
                 ckpt_due = True
             else:
                 ckpt_due = self.cfg.train.checkpoint_every > 0 and done % self.cfg.train.checkpoint_every == 0
             if ckpt_due:
                 self._save_checkpoint(done, best, train_time + session_time, last)
         bar.close()
+        live.close()
         if last is None:  # resumed from a checkpoint written at the very last step
             last = self._evaluate(total, train_time)
         train_time += session_time
         # train_time holds step time only (restored from the checkpoint), so this is the whole run's mean step.
-        summary = self._summary(best, last, total, train_time, train_time / total, images_per_step)
+        summary = self._summary(best, last, total, train_time, train_time / total, images_per_step, facts)
         if self.dist.is_main:
             atomic_write_json(summary_path, summary)
         return summary
 
-    def _final_evaluation(self, state: dict) -> dict | None:
-        if state.get("last") is not None:
-            return state["last"]
-        # A checkpoint from before it carried "last": the evaluation line it was written after.
-        return next((r for r in read_jsonl(self.run_dir / "metrics.jsonl") if r.get("iter") == state["step"]), None)
-
     def _summary(self, best: dict, last: dict, total: int, train_time: float, step_time: float,
-                 images_per_step: int) -> dict[str, Any]:
+                 images_per_step: int, facts: dict[str, Any]) -> dict[str, Any]:
         return {**runinfo.summary(self.cfg, self.method, self.plan, best, last, total, train_time, step_time,
-                                  images_per_step * self.dist.world_size, self.device),
+                                  images_per_step * self.dist.world_size, self.device, facts),
                 "split_lists": self.split_lists, "threads": self.threads}
 
-    def _threads_record(self, state: dict | None) -> list[int]:
-        """Torch threads of every session of this run. Not in the config hash (docs/architecture.md), so a
-        resume under another count is allowed but recorded, and said."""
-        used = list(state.get("threads") or []) if state else []
-        now = torch.get_num_threads()
-        if used and now not in used:
-            print(f"warning: {self.run_dir} resumes with {now} torch threads after {used[-1]}; its summary "
-                  f"records both (results can differ in the last digits)", file=sys.stderr)
-        return used + [now] if now not in used else used
-
-    def _train_step(self, streams: Streams, step: int, total: int) -> dict[str, float]:
+    def train_step(self, streams: Streams, step: int, total: int) -> dict[str, float]:
+        """One optimizer step on the next batch of `streams`; returns the logged record."""
         raw = streams.next()
-        to = lambda d: None if d is None else {k: (v.to(self.device, non_blocking=True)
-                                                   if torch.is_tensor(v) else v) for k, v in d.items()}
-        batch = Batch(labeled=to(raw["labeled"]), unlabeled=to(raw.get("unlabeled")), mix=to(raw.get("mix")))
+        batch = Batch(labeled=self._to_device(raw["labeled"]), unlabeled=self._to_device(raw.get("unlabeled")),
+                      mix=self._to_device(raw.get("mix")))
         info = StepInfo(step=step, total_steps=total)
         with self._autocast():
             out = self.method.losses(self.model, batch, info)
@@ -314,7 +317,8 @@ class Trainer:
         out.total.backward()
         self.dist.average_gradients(self._trainable)
         self.optimizer.step()
-        lr = poly_lr(self.cfg.train.lr, step + 1, total, self.cfg.train.poly_power)
+        # As the official loop: after step i the lr becomes base · (1 − i/total)^0.9 (steps 0 and 1 at base).
+        lr = poly_lr(self.cfg.train.lr, step, total, self.cfg.train.poly_power)
         self.optimizer.param_groups[0]["lr"] = lr
         self.optimizer.param_groups[1]["lr"] = lr * self.cfg.train.lr_multi
         self.method.after_step(self.model, info)
@@ -322,6 +326,15 @@ class Trainer:
         record.update({k: float(v.detach()) for k, v in out.terms.items()})
         record.update(out.scalars)
         return record
+
+    def _to_device(self, tensors: dict | None) -> dict | None:
+        if tensors is None:
+            return None
+        # Images (4-d floats) follow the model's memory format; non_blocking overlaps copies from pinned memory.
+        layout = torch.channels_last if self.cfg.train.channels_last else torch.contiguous_format
+        return {k: (v.to(self.device, non_blocking=True, memory_format=layout) if torch.is_tensor(v) and v.dim() == 4
+                    else v.to(self.device, non_blocking=True) if torch.is_tensor(v) else v)
+                for k, v in tensors.items()}
 
     def _evaluate(self, step: int, elapsed: float) -> dict[str, Any]:
         result = evaluate(self.model, self._val, mode=self.plan.eval_mode, crop_size=self.plan.crop_size,

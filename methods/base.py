@@ -82,6 +82,8 @@ class Method:
     Params: ClassVar[type] = NoParams
     # Our reading of an abstract-only paper: reports label its results accordingly.
     from_paper_description: ClassVar[bool] = False
+    # The registered method this one builds on ("" = none); the report's significance table compares with it.
+    base: ClassVar[str] = ""
 
     def __init__(self, params: Any, components: dict[str, bool], ctx: MethodContext):
         self.params = params

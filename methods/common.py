@@ -25,19 +25,19 @@ def ohem_cross_entropy(logits: torch.Tensor, target: torch.Tensor, ignore_index:
 
     Pixels whose probability of the true class is above the threshold are dropped, unless fewer than
     `min_kept` pixels would remain, in which case the threshold rises to the min_kept-th smallest probability.
+    As in the official code, `min_kept = 0` applies no threshold at all (plain CE), and neither does a batch
+    with fewer valid pixels than `min_kept`.
     """
     flat_target = target.reshape(-1)
     valid = flat_target != ignore_index
     num_valid = int(valid.sum())
-    if 0 < num_valid and min_kept <= num_valid:
+    if 0 < min_kept <= num_valid:
         prob = logits.detach().float().softmax(dim=1).transpose(0, 1).reshape(logits.shape[1], -1)
         safe_target = flat_target * valid
         true_prob = prob[safe_target, torch.arange(flat_target.numel(), device=logits.device)]
         true_prob = true_prob.masked_fill(~valid, 1.0)
-        threshold = torch.tensor(thresh, device=logits.device)
-        if min_kept > 0:
-            kth = true_prob.sort().values[min(true_prob.numel(), min_kept) - 1]
-            threshold = torch.maximum(threshold, kth)
+        kth = true_prob.sort().values[min(true_prob.numel(), min_kept) - 1]
+        threshold = torch.maximum(torch.tensor(thresh, device=logits.device), kth)
         valid = valid & (true_prob <= threshold)
     kept = flat_target.masked_fill(~valid, ignore_index).reshape(target.shape)
     return F.cross_entropy(logits, kept, ignore_index=ignore_index)

@@ -1,17 +1,36 @@
-"""Look-up of registered methods. Method modules are imported explicitly: a broken import fails loudly."""
+"""Look-up of registered methods. Method modules are imported explicitly: a broken import fails loudly.
+
+Besides the suite's own modules, installed packages may advertise methods through the entry-point group
+`ssseg_bench.methods` (in pyproject.toml: `[project.entry-points."ssseg_bench.methods"] mymethod =
+"mypkg.mymethod"`); loading the entry point imports the module, whose `@register` adds the method.
+Plugin files and modules named on the command line or in a config are imported by `benchmark/plugins.py`.
+"""
 from __future__ import annotations
 
 import importlib
+from importlib import metadata
 
 from methods.base import _REGISTRY, Method, MethodError
 
 # One module per method; the order is the order of the report's tables.
 METHOD_MODULES = ("supervised", "fixmatch", "unimatch", "s4mim", "maskmatch")
+ENTRY_POINT_GROUP = "ssseg_bench.methods"
+_loaded_entry_points: set[str] = set()
 
 
 def _load() -> None:
     for module in METHOD_MODULES:
         importlib.import_module(f"methods.{module}")
+    for entry in metadata.entry_points(group=ENTRY_POINT_GROUP):
+        if entry.value in _loaded_entry_points:
+            continue
+        try:
+            entry.load()
+        except Exception as exc:
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            raise MethodError(f"method plugin {entry.name!r} ({entry.value}) of an installed package cannot be "
+                              f"imported: {type(exc).__name__}" + (f": {reason}" if reason else "")) from None
+        _loaded_entry_points.add(entry.value)
 
 
 def all_methods() -> dict[str, type[Method]]:

@@ -40,6 +40,10 @@ def test_ohem_keeps_hard_pixels_and_at_least_min_kept():
     assert ohem_cross_entropy(logits, target, 255, 0.7, 1).item() == pytest.approx(ce[1:].mean().item(), rel=1e-5)
     # min_kept 3 raises the threshold to the 3rd smallest probability: all valid pixels kept
     assert ohem_cross_entropy(logits, target, 255, 0.7, 3).item() == pytest.approx(ce.mean().item(), rel=1e-5)
+    # min_kept 0: the official ProbOhemCrossEntropy2d applies no threshold at all, plain CE over valid pixels
+    assert ohem_cross_entropy(logits, target, 255, 0.7, 0).item() == pytest.approx(ce.mean().item(), rel=1e-5)
+    # more min_kept than valid pixels: no threshold either
+    assert ohem_cross_entropy(logits, target, 255, 0.7, 4).item() == pytest.approx(ce.mean().item(), rel=1e-5)
 
 
 def test_cutmix_pasting_moves_exactly_the_box():

@@ -118,7 +118,8 @@ def test_poly_schedule_matches_official_formula(tiny_data, tmp_path):
         trainer.fit()
     finally:
         torch.optim.SGD.step = real_step
-    expected = [0.1 * (1 - it / 3) ** 0.9 for it in range(3)]
+    # The official loop sets the lr after step i from i itself: steps 0 and 1 run at the base lr.
+    expected = [0.1, 0.1, 0.1 * (1 - 1 / 3) ** 0.9]
     assert [s[0] for s in seen] == pytest.approx(expected)
     assert [s[1] for s in seen] == pytest.approx([10 * e for e in expected])
     assert poly_lr(0.01, 5, 10, 0.9) == pytest.approx(0.01 * 0.5 ** 0.9)
@@ -226,7 +227,7 @@ def test_a_runs_checkpoint_serves_as_backbone_weights_of_another_run(tiny_data, 
     fit(make_cfg(tiny_data, tmp_path / "pre"))
     checkpoint = next((tmp_path / "pre").rglob(CHECKPOINT))
     trainer = Trainer(make_cfg(tiny_data, tmp_path / "fine", extra=[f"model.weights={checkpoint}"]), progress=False)
-    trainer._setup()
+    trainer.setup()
     saved = torch.load(checkpoint, weights_only=True)["model"]
     for name, value in trainer.model.backbone.state_dict().items():
         assert torch.equal(value, saved[f"backbone.{name}"]), name

@@ -14,10 +14,12 @@ from pathlib import Path
 from benchmark.report.common import ReportError
 
 DESCRIPTION = """\
-Render the benchmark report (Markdown + PDF + figures + per-class CSV tables) from results files only:
+Render the benchmark report (Markdown + PDF + figures + per-class CSV tables + every table as LaTeX) from
+results files only:
   results/runs/<dataset>/<split>/<run>/seed<k>/summary.json (+ metrics.jsonl, config.yaml)
   results/references/<dataset>/<split>/<name>.json (official logs added with `import-log`)
-Outputs, each written atomically: OUT/report.md, OUT/report.pdf, OUT/figures/*.png, OUT/tables/*.csv.
+Outputs, each written atomically: OUT/report.md, OUT/report.pdf, OUT/figures/*.png, OUT/tables/*.csv,
+OUT/tables/*.tex (booktabs; --latex-only writes just the tables).
 Re-rendering the same results gives the same files."""
 
 EPILOG = """\
@@ -48,6 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="interpretation register YAML (default: methods/interpretations.yaml of this checkout)")
     p.add_argument("--published", type=Path, default=DEFAULT_PUBLISHED,
                    help="published numbers YAML (default: benchmark/data/published.yaml)")
+    p.add_argument("--latex-only", action="store_true",
+                   help="write only the tables (OUT/tables/*.tex and *.csv): no Markdown, PDF or figures")
     p.add_argument("--strict", action="store_true",
                    help="fail (exit 2) if any run folder is malformed instead of skipping it with a note")
     sub = p.add_subparsers(dest="command", parser_class=_Parser, metavar="{import-log}")
@@ -77,16 +81,22 @@ def render(args) -> int:
     register = load_register(args.register)
     # Plotting and PDF libraries are imported only now, so input errors answer without their import time.
     from benchmark.report.build import build_document
-    from benchmark.report.common import write_text_atomic
+    from benchmark.report.latex import write_latex_tables
     from benchmark.report.markdown import render_markdown
     from benchmark.report.pdf import render_pdf
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
-    built = build_document(store, published, register, out)
-    write_report_pair(out, render_markdown(built.document, out), lambda path: render_pdf(built.document, path))
-    _remove_stale(out, built.written)
+    built = build_document(store, published, register, out, figures=not args.latex_only)
+    built.written.update(write_latex_tables(built.document, out / "tables"))
     for w in built.warnings:
         print(f"warning: {w}", file=sys.stderr)
+    if args.latex_only:
+        _remove_stale(out, built.written, patterns=(("tables", "*.tex"),))
+        n_tex = sum(1 for p in built.written if p.suffix == ".tex")
+        print(f"wrote {n_tex} LaTeX tables to {out / 'tables'} ({len(store.runs)} runs)")
+        return 0
+    write_report_pair(out, render_markdown(built.document, out), lambda path: render_pdf(built.document, path))
+    _remove_stale(out, built.written)
     n_fig = sum(1 for p in built.written if p.suffix == ".png")
     print(f"wrote {out / 'report.md'} and {out / 'report.pdf'} ({len(store.runs)} runs, "
           f"{len(store.references)} reference logs, {n_fig} figures, {len(store.skipped)} skipped)")
@@ -108,10 +118,13 @@ def write_report_pair(out: Path, markdown: str, render_pdf_to) -> None:
             tmp.unlink(missing_ok=True)
 
 
-def _remove_stale(out: Path, written: set[Path]) -> None:
-    """Figures/CSVs from an earlier rendering whose results are gone would otherwise linger beside the report."""
+STALE_PATTERNS = (("figures", "*.png"), ("tables", "*.csv"), ("tables", "*.tex"))
+
+
+def _remove_stale(out: Path, written: set[Path], patterns=STALE_PATTERNS) -> None:
+    """Figures/tables from an earlier rendering whose results are gone would otherwise linger beside the report."""
     keep = {p.resolve() for p in written}
-    for sub, pattern in (("figures", "*.png"), ("tables", "*.csv")):
+    for sub, pattern in patterns:
         for path in (out / sub).glob(pattern):
             if path.resolve() not in keep:
                 path.unlink()

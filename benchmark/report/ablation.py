@@ -12,7 +12,7 @@ from benchmark.report.common import (DASH, PAPER_DESCRIPTION_NOTE, display_name,
                                      same_run_suffix, split_sort_key)
 from benchmark.report.document import Numbering, Table
 from benchmark.report.results_store import RunRecord, config_value
-from benchmark.report.stats import (SeedStats, fmt_cell, fmt_comparison, p_value_method, seed_stats,
+from benchmark.report.stats import (SeedStats, fmt_cell, fmt_comparison, p_value_method, seed_stats, seeds_phrase,
                                      welch)
 
 FULL = "full"   # the row label of the un-ablated method
@@ -112,8 +112,9 @@ def ablation_table(group: AblationGroup, num: Numbering) -> Table:
         notes.append("No full-method run for these splits: Δ cannot be computed.")
     if group.from_paper_description:
         notes.append(PAPER_DESCRIPTION_NOTE)
-    return Table(columns, rows, num.table(f"{group.dataset}: ablation of {title} (best-on-val mIoU, %)."), notes,
-                 key_columns=2)
+    shown = [r for _, rs in group.rows() for r in rs]
+    return Table(columns, rows, num.table(f"{group.dataset}: ablation of {title} (best-on-val mIoU, %), "
+                                          f"{seeds_phrase(shown)}."), notes, key_columns=2)
 
 
 def bar_data(group: AblationGroup) -> list[tuple[str, str, float, float, int]]:

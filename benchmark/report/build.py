@@ -7,9 +7,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from benchmark.report import ablation, comparison, details, figures
-from benchmark.report.common import (PAPER_DESCRIPTION_NOTE, REPO_ROOT, display_name, slugify,
+from benchmark.report import ablation, comparison, details, figures, qualitative
+from benchmark.report.common import (PAPER_DESCRIPTION_NOTE, REPO_ROOT, USER_SUPPLIED_NOTE, display_name, slugify,
                                      split_sort_key, write_text_atomic)
+from benchmark.report.headline import headlines
+from benchmark.report.polish import notes_once_per_section
 from benchmark.report.document import Document, Figure, Heading, Numbering, Paragraph, Table
 from benchmark.report.published import PublishedEntry, RegisterState
 from benchmark.report.results_store import ResultsStore, load_curve
@@ -24,9 +26,19 @@ class BuildOutput:
     warnings: list[str] = field(default_factory=list)
 
 
+def marks_note(runs) -> str:
+    """The footnotes of the marks a figure's legend carries († paper description, § user-supplied); the
+    document pass `notes_once_per_section` moves them to one note per section."""
+    notes = [note for flag, note in ((any(r.from_paper_description for r in runs), PAPER_DESCRIPTION_NOTE),
+                                     (any(r.user_supplied for r in runs), USER_SUPPLIED_NOTE)) if flag]
+    return "".join(" " + n for n in notes)
+
+
 class _Builder:
-    def __init__(self, store: ResultsStore, published: list[PublishedEntry], register: RegisterState, out: Path):
+    def __init__(self, store: ResultsStore, published: list[PublishedEntry], register: RegisterState, out: Path,
+                 figures: bool = True):
         self.store, self.published, self.register = store, published, register
+        self.draw = figures
         self.fig_dir, self.table_dir = out / "figures", out / "tables"
         self.num = Numbering()
         self.out = BuildOutput(Document(TITLE))
@@ -34,11 +46,22 @@ class _Builder:
 
     def figure(self, name: str, caption: str, draw, *args, width: float = 1.0, **kwargs) -> None:
         path = self.fig_dir / f"{slugify(name)}.png"
+        if not self.draw:   # --latex-only: the tables are wanted, not the pictures
+            self.num.figure(caption)
+            return
         draw(*args, path=path, **kwargs)
         self.out.written.add(path)
         self.doc.add(Figure(path, self.num.figure(caption), width))
 
     # ------------------------------------------------------------------------------------------------ sections
+    def headline(self) -> None:
+        lines = headlines(self.store.runs, self.store.datasets())
+        if lines:
+            self.doc.add(Paragraph("**Headline.** Gain of each method over the supervised baseline at the lowest "
+                                   "label split (best-on-val mIoU, mean over seeds; p from the significance "
+                                   "table's test):"))
+            self.doc.add(*(Paragraph(line) for line in lines))
+
     def intro(self) -> None:
         runs, refs = self.store.runs, self.store.references
         seeds = len(runs)
@@ -50,8 +73,6 @@ class _Builder:
             "sample standard deviation, with the number of seeds n next to it. 'Best on val' is the highest "
             "val mIoU among a run's evaluations (as the published tables report); 'last' is the final "
             "evaluation."))
-        if any(r.from_paper_description for r in runs):
-            self.doc.add(Paragraph(PAPER_DESCRIPTION_NOTE, small=True))
         if self.store.skipped:
             self.doc.add(Paragraph(f"**Skipped:** {len(self.store.skipped)} result folder(s) could not be read "
                                    "and are left out of every table; they are listed in 'Skipped results' at "
@@ -72,12 +93,27 @@ class _Builder:
             splits = comparison.splits_of(fr, [], ds)
             if len(splits) >= 2:
                 stats = comparison.stats_by(fr, "best")
-                series = {display_name(m, comparison.paper_flag(fr, m)):
+                series = {comparison.method_label(fr, m):
                           [(s, stats[(m, s)].mean, stats[(m, s)].std) for s in splits if (m, s) in stats]
                           for m in comparison.methods_of(fr)}
-                note = " " + PAPER_DESCRIPTION_NOTE if any(r.from_paper_description for r in fr) else ""
+                note = marks_note(fr)
                 self.figure(f"main_{ds}", f"{ds}: best-on-val mIoU per split, mean ± std over seeds.{note}",
                             figures.miou_vs_split, series, splits, ds)
+            self.qualitative(ds)
+
+    def qualitative(self, ds: str) -> None:
+        missing = []
+        for split in comparison.splits_of(comparison.full_runs(self.store.runs, ds), [], ds):
+            q = qualitative.collect(self.store.runs, ds, split)
+            if q is None:
+                missing.append(split)
+                continue
+            self.figure(f"qualitative_{ds}_{split}", qualitative.caption(q, ds, split) + marks_note(
+                comparison.full_runs(self.store.runs, ds)), qualitative.draw, q, f"{ds}, split {split}")
+        if missing:
+            self.doc.add(Paragraph(f"No qualitative figure for {ds} split(s) {', '.join(missing)}: no run saved "
+                                   f"predictions of the fixed val images ({qualitative.QUALITATIVE_FILE}; runs "
+                                   "from before this feature or with output.qualitative_images=0).", small=True))
 
     def published_section(self) -> None:
         self.doc.add(Heading("2. Published vs reproduced", 2))
@@ -102,7 +138,7 @@ class _Builder:
         for g in groups:
             self.doc.add(ablation.ablation_table(g, self.num))
             name = display_name(g.method, g.from_paper_description)
-            note = " " + PAPER_DESCRIPTION_NOTE if g.from_paper_description else ""
+            note = marks_note([r for _, rs in g.rows() for r in rs])
             data = ablation.bar_data(g)
             if data:
                 self.figure(f"ablation_{g.dataset}_{g.method}",
@@ -129,11 +165,11 @@ class _Builder:
     def _heatmap(self, frame: pd.DataFrame, ds: str, split: str) -> None:
         runs = self.store.runs
         methods = [c for c in frame.columns if not c.startswith(("std ", "n ", "gain ")) and not c.endswith("‡")]
-        label = {m: display_name(m, comparison.paper_flag(runs, m)) for m in methods}
+        label = {m: comparison.method_label(runs, m) for m in methods}
         iou = frame[methods].T.rename(index=label)
         gain_cols = [c for c in frame.columns if c.startswith("gain ")]
         gain = frame[gain_cols].T.rename(index=lambda c: label.get(c[5:], c[5:])) if gain_cols else None
-        note = " " + PAPER_DESCRIPTION_NOTE if any(comparison.paper_flag(runs, m) for m in methods) else ""
+        note = marks_note([r for r in runs if r.method in methods])
         self.figure(f"per_class_{ds}_{split}", f"{ds}, split {split}: per-class IoU at best-on-val, mean over "
                     f"seeds, and gain over the supervised baseline.{note}",
                     figures.per_class_heatmaps, iou, gain, f"{ds} {split}")
@@ -156,10 +192,10 @@ class _Builder:
                     if rows:
                         df = pd.DataFrame(rows, columns=["x", "miou", "seed"]).groupby("x")["miou"]
                         agg = df.agg(["mean", "std", "count"]).reset_index()
-                        curves[display_name(m, comparison.paper_flag(fr, m))] = agg
+                        curves[comparison.method_label(fr, m)] = agg
                 if curves:
                     shown = [r for r in fr if r.split == split]
-                    note = " " + PAPER_DESCRIPTION_NOTE if any(r.from_paper_description for r in shown) else ""
+                    note = marks_note(shown)
                     self.figure(f"curves_{ds}_{split}", f"{ds}, split {split}: val mIoU vs iteration, mean over "
                                 f"seeds (band: ± 1 std where ≥ 2 seeds were evaluated).{note}",
                                 figures.learning_curves, curves, f"{ds} {split}")
@@ -222,8 +258,9 @@ class _Builder:
 
 
 def build_document(store: ResultsStore, published: list[PublishedEntry], register: RegisterState,
-                   out_dir: Path) -> BuildOutput:
-    b = _Builder(store, published, register, Path(out_dir))
+                   out_dir: Path, figures: bool = True) -> BuildOutput:
+    b = _Builder(store, published, register, Path(out_dir), figures)
+    b.headline()
     b.intro()
     b.main_comparison()
     b.published_section()
@@ -233,5 +270,6 @@ def build_document(store: ResultsStore, published: list[PublishedEntry], registe
     b.compute_section()
     b.provenance_section()
     b.skipped_section()
+    notes_once_per_section(b.doc, (PAPER_DESCRIPTION_NOTE, USER_SUPPLIED_NOTE))
     return b.out
 

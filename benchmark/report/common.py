@@ -17,6 +17,10 @@ PAPER_DESCRIPTION_MARK = "†"
 PAPER_DESCRIPTION_NOTE = (f"{PAPER_DESCRIPTION_MARK} our implementation from the paper's description "
                           "(only the abstract is available; choices are listed in the interpretation register).")
 
+USER_SUPPLIED_MARK = "§"
+USER_SUPPLIED_NOTE = (f"{USER_SUPPLIED_MARK} user-supplied method: a plugin loaded with `--plugin` or an installed "
+                      "package's entry point, not one of the suite's methods (see docs/adding-a-method.md).")
+
 _DISPLAY = {"supervised": "Supervised", "fixmatch": "FixMatch", "unimatch": "UniMatch", "s4mim": "S4MIM",
             "maskmatch": "MaskMatch"}
 # Baselines first, then the two methods the suite exists for; anything else follows alphabetically.
@@ -29,9 +33,10 @@ class ReportError(ValueError):
     """A user-facing problem (bad path, unreadable input): printed as one `error:` line, exit status 2."""
 
 
-def display_name(method: str, from_paper_description: bool = False) -> str:
+def display_name(method: str, from_paper_description: bool = False, user_supplied: bool = False) -> str:
     name = _DISPLAY.get(method.lower(), method)
-    return name + PAPER_DESCRIPTION_MARK if from_paper_description else name
+    name = name + PAPER_DESCRIPTION_MARK if from_paper_description else name
+    return name + USER_SUPPLIED_MARK if user_supplied else name
 
 
 def method_sort_key(method: str) -> tuple[int, str]:

@@ -10,7 +10,7 @@ from benchmark.report.document import Numbering, Table
 from benchmark.report.published import PublishedEntry
 from benchmark.report.results_store import ReferenceRecord, RunRecord
 from benchmark.report.stats import (DECIMALS, SeedStats, fmt, fmt_cell, fmt_comparison, p_value_method,
-                                     seed_stats, welch)
+                                     seed_stats, seeds_phrase, welch)
 
 REFERENCE_MARK = "‡"
 REFERENCE_NOTE = (f"{REFERENCE_MARK} official training log imported with `import-log` (one run, not re-run here); "
@@ -19,9 +19,27 @@ NOT_AVAILABLE = "not available"
 METRICS = {"best": "best-on-val mIoU (%)", "last": "last-iteration mIoU (%)"}
 
 
+def _evaluations_phrase(runs: list[RunRecord]) -> str:
+    """How many evaluations "best on val" was picked from (the official code: one per epoch)."""
+    counts = sorted({r.evaluations for r in runs if r.evaluations is not None})
+    if not counts:
+        return ""
+    span = str(counts[0]) if len(counts) == 1 else f"{counts[0]} to {counts[-1]}"
+    return f" (here picked from {span} evaluations per run; the official code evaluates after every epoch)"
+
+
 def full_runs(runs: list[RunRecord], dataset: str) -> list[RunRecord]:
-    """Runs of the methods as published (no ablation variant)."""
-    return [r for r in runs if r.dataset == dataset and r.variant is None]
+    """Runs of the methods as published (no ablation variant), grid.references cells left out."""
+    return [r for r in runs if r.dataset == dataset and r.variant is None and not r.reference]
+
+
+def reference_runs(runs: list[RunRecord], dataset: str) -> list[RunRecord]:
+    """grid.references cells (e.g. supervised with all labels): shown beside the grid, never ranked."""
+    return [r for r in runs if r.dataset == dataset and r.variant is None and r.reference]
+
+
+def reference_column(split: str) -> str:
+    return f"{split} (reference)"
 
 
 def splits_of(runs, refs, dataset: str) -> list[str]:
@@ -35,6 +53,19 @@ def methods_of(runs: list[RunRecord]) -> list[str]:
 
 def paper_flag(runs: list[RunRecord], method: str) -> bool:
     return any(r.from_paper_description for r in runs if r.method == method)
+
+
+def user_flag(runs: list[RunRecord], method: str) -> bool:
+    return any(r.user_supplied for r in runs if r.method == method)
+
+
+def method_label(runs: list[RunRecord], method: str) -> str:
+    """The method's display name with its marks († paper description, § user-supplied)."""
+    return display_name(method, paper_flag(runs, method), user_flag(runs, method))
+
+
+def declared_base(runs: list[RunRecord], method: str) -> str | None:
+    return next((r.base for r in runs if r.method == method and r.base), None)
 
 
 def stats_by(runs: list[RunRecord], metric: str) -> dict[tuple[str, str], SeedStats]:
@@ -52,11 +83,15 @@ def main_table(runs: list[RunRecord], refs: list[ReferenceRecord], dataset: str,
     ds_refs = [r for r in refs if r.dataset == dataset]
     splits = splits_of(fr, ds_refs, dataset)
     stats = stats_by(fr, metric)
+    lab = reference_runs(runs, dataset)
+    lab_splits = sorted({r.split for r in lab}, key=split_sort_key)
+    lab_stats = stats_by(lab, metric)
     rows, bold = [], set()
-    methods = methods_of(fr)
+    methods = methods_of(fr + lab)
     for method in methods:
-        rows.append([display_name(method, paper_flag(fr, method))]
-                    + [fmt_cell(stats[(method, s)]) if (method, s) in stats else DASH for s in splits])
+        rows.append([method_label(fr + lab, method)]
+                    + [fmt_cell(stats[(method, s)]) if (method, s) in stats else DASH for s in splits]
+                    + [fmt_cell(lab_stats[(method, s)]) if (method, s) in lab_stats else DASH for s in lab_splits])
     # Best reproduced value per column, compared at display precision so visible ties are all marked.
     for j, split in enumerate(splits, start=1):
         means = {i: round(stats[(m, split)].mean, DECIMALS) for i, m in enumerate(methods)
@@ -67,13 +102,14 @@ def main_table(runs: list[RunRecord], refs: list[ReferenceRecord], dataset: str,
     for ref in sorted(ds_refs, key=lambda r: r.name):
         point = getattr(ref, metric)
         rows.append([f"{ref.name} {REFERENCE_MARK}"]
-                    + [fmt_cell(seed_stats([point.miou])) if s == ref.split else DASH for s in splits])
+                    + [fmt_cell(seed_stats([point.miou])) if s == ref.split else DASH for s in splits]
+                    + [DASH] * len(lab_splits))
     notes = [f"Cells: mean ± sample std over seeds (n = seeds with a finite value); {DASH} = no run for this "
              "method and split; **bold** = best reproduced value in the column."]
     if metric == "best":
         notes.append("Best on val: the highest val mIoU over all evaluations of a run, as the official tables "
-                     "report it. It selects on the set it reports on, so it is optimistic; compare with the "
-                     "last-iteration table.")
+                     f"report it{_evaluations_phrase(fr)}. It selects on the set it reports on, so it is "
+                     "optimistic; compare with the last-iteration table.")
     else:
         notes.append("Last iteration: val mIoU at the final evaluation of the run (no selection).")
     diverged = sorted((r for r in fr if not math.isfinite(getattr(r, metric).miou)),
@@ -86,7 +122,12 @@ def main_table(runs: list[RunRecord], refs: list[ReferenceRecord], dataset: str,
         notes.append(PAPER_DESCRIPTION_NOTE)
     if ds_refs:
         notes.append(REFERENCE_NOTE)
-    return Table(["Method"] + splits, rows, num.table(f"{dataset}: {METRICS[metric]}."), notes, bold)
+    if lab_splits:
+        notes.append("(reference): grid.references cells, trained for every seed beside the grid (e.g. the "
+                     "supervised baseline with all labels, the room the labels leave); not ranked, not tested.")
+    caption = f"{dataset}: {METRICS[metric]}, {seeds_phrase(fr + lab)}."
+    return Table(["Method"] + splits + [reference_column(s) for s in lab_splits], rows, num.table(caption),
+                 notes, bold)
 
 
 def significance_table(runs: list[RunRecord], dataset: str, num: Numbering) -> Table | None:
@@ -96,14 +137,15 @@ def significance_table(runs: list[RunRecord], dataset: str, num: Numbering) -> T
     methods = methods_of(fr)
     rows = []
     for method in methods:
-        for base in ("supervised", "unimatch"):
+        # Every method against the two baselines; a method that declares a base (a plugin) against it too.
+        for base in dict.fromkeys(("supervised", "unimatch", declared_base(fr, method) or "supervised")):
             if method == base or base not in methods:
                 continue
             if method == "supervised":
                 continue
             cells = [fmt_comparison(welch(stats[(method, s)], stats[(base, s)]))
                      if (method, s) in stats and (base, s) in stats else DASH for s in splits]
-            rows.append([f"{display_name(method, paper_flag(fr, method))} vs {display_name(base)}"] + cells)
+            rows.append([f"{method_label(fr, method)} vs {display_name(base)}"] + cells)
     if not rows:
         return None
     notes = [f"Δ = difference of mean best-on-val mIoU (points); p from a {p_value_method()} over seeds; "
@@ -111,8 +153,8 @@ def significance_table(runs: list[RunRecord], dataset: str, num: Numbering) -> T
              "on one side."]
     if any(paper_flag(fr, m) for m in methods):
         notes.append(PAPER_DESCRIPTION_NOTE)
-    return Table(["Comparison"] + splits, rows, num.table(f"{dataset}: significance of best-on-val differences."),
-                 notes)
+    return Table(["Comparison"] + splits, rows,
+                 num.table(f"{dataset}: significance of best-on-val differences, {seeds_phrase(fr)}."), notes)
 
 
 def published_table(runs: list[RunRecord], refs: list[ReferenceRecord], published: list[PublishedEntry],

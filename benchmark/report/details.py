@@ -10,11 +10,11 @@ import pandas as pd
 
 from benchmark.report.common import (DASH, REPO_ROOT, PAPER_DESCRIPTION_METHODS, PAPER_DESCRIPTION_NOTE, display_name,
                                      method_sort_key, same_run_suffix, slugify, split_sort_key)
-from benchmark.report.comparison import REFERENCE_MARK, REFERENCE_NOTE, methods_of, paper_flag
+from benchmark.report.comparison import REFERENCE_MARK, REFERENCE_NOTE, method_label, methods_of, paper_flag
 from benchmark.report.document import Numbering, Table
 from benchmark.report.published import REGISTER_FIELDS, RegisterState
 from benchmark.report.results_store import ReferenceRecord, RunRecord
-from benchmark.report.stats import fmt, seed_stats
+from benchmark.report.stats import fmt, seed_stats, seeds_phrase
 
 # ---------------------------------------------------------------------------------------------- per class
 
@@ -58,7 +58,7 @@ def per_class_table(frame: pd.DataFrame, runs: list[RunRecord], dataset: str, sp
     methods = [c for c in frame.columns if not c.startswith(("std ", "n ", "gain "))]
     gains = [c for c in frame.columns if c.startswith("gain ")]
     run_methods = [m for m in methods if not m.endswith(REFERENCE_MARK)]
-    labels = {m: display_name(m, paper_flag(runs, m)) if m in run_methods else m for m in methods}
+    labels = {m: method_label(runs, m) if m in run_methods else m for m in methods}
     columns = ["Class"] + [labels[m] for m in methods] + \
               [f"Δ {display_name(g[5:], paper_flag(runs, g[5:]))}" for g in gains]
     rows, bold = [], set()
@@ -80,7 +80,9 @@ def per_class_table(frame: pd.DataFrame, runs: list[RunRecord], dataset: str, sp
         notes.append(PAPER_DESCRIPTION_NOTE)
     if len(run_methods) < len(methods):
         notes.append(REFERENCE_NOTE)
-    return Table(columns, rows, num.table(f"{dataset}, split {split}: per-class IoU (%)."), notes, bold)
+    shown = [r for r in runs if r.dataset == dataset and r.split == split and r.variant is None]   # references too
+    return Table(columns, rows, num.table(f"{dataset}, split {split}: per-class IoU (%), {seeds_phrase(shown)}."),
+                 notes, bold)
 
 
 # ---------------------------------------------------------------------------------------------- compute
@@ -106,7 +108,7 @@ def compute_table(runs: list[RunRecord], dataset: str, num: Numbering) -> Table 
         rs = groups[(split, method)]
         sup = groups.get((split, "supervised"))
         devices = sorted({r.device or DASH for r in rs})
-        row = [split, display_name(method, paper_flag(fr, method)), ", ".join(devices), str(len(rs))]
+        row = [split, method_label(fr, method), ", ".join(devices), str(len(rs))]
         for attr, _, scale, decimals in COMPUTE_FIELDS:
             v = mean_of(rs, attr)
             base = mean_of(sup, attr) if sup else None
@@ -138,6 +140,17 @@ def _short(values: list[str], width: int = 10, keep: int = 2) -> str:
     return text + (f" +{len(uniq) - keep} more" if len(uniq) > keep else "")
 
 
+OFFICIAL_PRECISION = "fp32"
+FIDELITY_DOC = "docs/fidelity.md"
+
+
+def _batch(r: RunRecord) -> str:
+    """Labeled images per step over all processes, as processes × per process (e.g. 8 = 4 × 2)."""
+    if r.labeled_total_batch_size is None or r.world_size is None or r.labeled_batch_per_process is None:
+        return ""
+    return f"{r.labeled_total_batch_size} = {r.world_size} × {r.labeled_batch_per_process}"
+
+
 def provenance_table(runs: list[RunRecord], num: Numbering) -> Table:
     groups: dict[tuple[str, str, str], list[RunRecord]] = defaultdict(list)
     for r in runs:
@@ -147,9 +160,20 @@ def provenance_table(runs: list[RunRecord], num: Numbering) -> Table:
         rs = groups[key]
         rows.append([key[0], key[1], key[2] + same_run_suffix(rs), ", ".join(str(s) for s in sorted(r.seed for r in rs)),
                      _short([r.profile or "" for r in rs], 24), _short([r.device or "" for r in rs], 24),
+                     _short([_batch(r) for r in rs], 16),
+                     _short([str(r.evaluations) if r.evaluations is not None else "" for r in rs]),
+                     _short([r.precision or "" for r in rs]),
                      _short([r.git_commit or "" for r in rs]), _short([r.config_hash or "" for r in rs])])
     notes = ["Run = run name (method, or method__variant). Commits and config hashes are shortened to 10 "
-             "characters; the full values are in each run's summary.json."]
+             "characters; the full values are in each run's summary.json.",
+             "Labeled batch = labeled images per step over all processes = processes × images per process "
+             "(the official recipes: 8 = 4 GPUs × 2, doubled for the supervised baseline). Evals = how many "
+             "evaluations 'best on val' was picked from (the official code evaluates after every epoch). "
+             f"Every known deviation from the official UniMatch code is listed in `{FIDELITY_DOC}`."]
+    departing = sorted({r.precision for r in runs if r.precision and r.precision != OFFICIAL_PRECISION})
+    if departing:
+        notes.append(f"Precision {', '.join(departing)}: these runs trained under {', '.join(departing)} "
+                     f"autocast (train.amp), a departure from the official recipe's {OFFICIAL_PRECISION}.")
     if any(r.same_run_as for r in runs):
         notes.append("(= X run): the variant trains exactly what run X trains (the method declares it and the "
                      "runner checks the resolved configs), so X's run is reported for it rather than trained "
@@ -158,7 +182,8 @@ def provenance_table(runs: list[RunRecord], num: Numbering) -> Table:
     if len(commits) > 1:
         notes.append(f"The runs come from {len(commits)} different commits: differences between methods may "
                      "include code changes.")
-    return Table(["Dataset", "Split", "Run", "Seeds", "Profile", "Device", "Git commit", "Config hash"], rows,
+    return Table(["Dataset", "Split", "Run", "Seeds", "Profile", "Device", "Labeled batch", "Evals", "Precision",
+                  "Git commit", "Config hash"], rows,
                  num.table("Provenance of every reported run."), notes, key_columns=3)
 
 

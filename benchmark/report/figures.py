@@ -62,8 +62,10 @@ def ablation_bars(data: list[tuple[str, str, float, float, int]], title: str, pa
     for k, split in enumerate(splits):
         sub = frame[frame["split"] == split].set_index("variant").reindex(variants)
         xs = [i + (k - (len(splits) - 1) / 2) * width for i in range(len(variants))]
-        ax.bar(xs, sub["mean"], width, yerr=sub["std"].fillna(0), capsize=3, label=f"split {split}",
-               color=colors[k])
+        # Dots with error bars, not bars: a bar's length reads as the value, so an axis that does not start
+        # at zero would exaggerate differences, and one that does would hide them.
+        ax.errorbar(xs, sub["mean"], yerr=sub["std"].fillna(0), fmt="o", capsize=3, label=f"split {split}",
+                    color=colors[k])
     # Tilt the names when the longest would run into its neighbours (~0.6 em per character; the axes take
     # ~85% of the figure width).
     slot_pt = TEXT_WIDTH_IN * 72 * 0.85 / max(len(variants), 1)
@@ -72,7 +74,7 @@ def ablation_bars(data: list[tuple[str, str, float, float, int]], title: str, pa
     ax.set_ylabel("best-on-val mIoU (%)")
     ax.set_title(title)
     low = (frame["mean"] - frame["std"].fillna(0)).min()
-    ax.set_ylim(bottom=max(0.0, low - 5))   # start near the data so differences of a point are visible
+    ax.set_ylim(bottom=max(0.0, low - 5))   # dot plot: the axis may start near the data
     ax.legend(fontsize=8)
     return _save(fig, path)
 

@@ -37,7 +37,8 @@ def render_markdown(doc: Document, out_dir: Path) -> str:
             parts.append(render_table(block))
         elif isinstance(block, Figure):
             rel = Path(os.path.relpath(block.path, out_dir)).as_posix()
-            parts.append(f"![{block.caption}]({rel})\n\n*{block.caption}*")
+            # The caption is written once, below the image; the alt text only names the figure.
+            parts.append(f"![{block.caption.split('.')[0]}]({rel})\n\n*{block.caption}*")
         else:  # pragma: no cover - a new block type must get a renderer here and in pdf.py
             raise TypeError(f"no Markdown renderer for {type(block).__name__}")
     return "\n\n".join(parts) + "\n"

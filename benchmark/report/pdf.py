@@ -36,7 +36,8 @@ CELL_PAD = 3.0
 FIT_STEPS = [("portrait", 8.0), ("portrait", 7.0), ("landscape", 8.0), ("landscape", 7.0), ("landscape", 6.5),
              ("landscape", 6.0)]
 SPLIT_FONT = 7.0
-PROSE_MIN_COL = 4.5 * cm
+PROSE_MIN_COL = 3.0 * cm   # a wrapped column this wide still reads well; a landscape page for a short table
+# would leave the portrait page before it nearly empty (the versions table alone on a page)
 BLOCK_GAP = 9.0
 NO_PAD = dict(leftPadding=0, rightPadding=0, topPadding=0, bottomPadding=0)   # widths above are exact
 FONT, BOLD, ITALIC, MONO = "DejaVuSans", "DejaVuSans-Bold", "DejaVuSans-Oblique", "DejaVuSansMono"
@@ -140,7 +141,7 @@ def table_flowables(t: Table, styles) -> tuple[str, list]:
         size = 7.5
         natural = _column_widths(t, size)
         widths = _water_fill(natural, PORTRAIT_W)
-        # Wrapped text reads well in columns of ~4.5 cm or more; narrower than that, use the landscape width.
+        # Wrapped text reads well in columns of ~3 cm or more; narrower than that, use the landscape width.
         orient = "portrait" if sum(natural) <= PORTRAIT_W or max(widths) >= PROSE_MIN_COL else "landscape"
         if orient == "landscape":
             widths = _water_fill(natural, LANDSCAPE_W)

@@ -60,6 +60,16 @@ class RunRecord:
     report_note: str = ""                                      # output.report_note of the run's profile
     same_run_as: str | None = None    # label of the run this variant reuses (identical training), if any
     custom_splits: bool = False       # trained on split lists other than the pinned official ones
+    # The recipe as trained (absent from summaries written before these were recorded)
+    world_size: int | None = None
+    labeled_total_batch_size: int | None = None
+    labeled_batch_per_process: int | None = None
+    evaluations: int | None = None                             # how many evaluations "best on val" chose from
+    precision: str | None = None                               # fp32 (official) | bf16
+    reference: bool = False           # a grid.references run (e.g. supervised with all labels)
+    num_labeled: int | None = None    # labeled images of the split, when recorded
+    user_supplied: bool = False       # a plugin method, not one of the suite's (benchmark/plugins.py)
+    base: str | None = None           # the method it declares it builds on (compared with in the report)
 
     @property
     def label(self) -> str:
@@ -215,6 +225,12 @@ def parse_run_folder(folder: Path) -> RunRecord:
         params=_dict(s.get("params"), "params"),
         class_names=[str(c) for c in s["class_names"]] if isinstance(s.get("class_names"), list) else [],
         custom_splits=isinstance(s.get("split_lists"), dict) and s["split_lists"].get("custom") is True,
+        world_size=_opt_int(s.get("world_size")), labeled_total_batch_size=_opt_int(s.get("labeled_total_batch_size")),
+        labeled_batch_per_process=_opt_int(s.get("labeled_batch_per_process")),
+        evaluations=_opt_int(s.get("evaluations")), precision=_opt_str(s.get("precision")),
+        user_supplied=s.get("user_supplied") is True, base=_opt_str(s.get("base")),
+        reference=config_value(folder, "output.reference") is True,
+        num_labeled=s["num_labeled"] if isinstance(s.get("num_labeled"), int) else None,
     )
 
 
@@ -245,6 +261,7 @@ def _parse_same_run(folder: Path) -> RunRecord:
         run, method=str(identity["method"]), variant=str(identity["variant"] or "") or None,
         components=identity["components"], overrides=identity["overrides"], params=identity["params"],
         from_paper_description=paper if isinstance(paper, bool) else run.from_paper_description,
+        user_supplied=pointer.get("user_supplied") is True, base=_opt_str(pointer.get("base")),
         same_run_as=run.label)
 
 
@@ -258,6 +275,10 @@ def _dict(value: Any, where: str) -> dict:
 
 def _opt_float(value: Any) -> float | None:
     return float(value) if is_finite(value) else None
+
+
+def _opt_int(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def _opt_str(value: Any) -> str | None:

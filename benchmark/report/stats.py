@@ -109,3 +109,16 @@ def fmt_comparison(c: Comparison | None) -> str:
     star = "*" if c.p < 0.05 else ""
     p_text = "p<0.001" if c.p < 0.001 else f"p={c.p:.3f}"
     return f"{fmt(c.delta, signed=True)} ({p_text}){star}"
+
+
+def seeds_phrase(runs) -> str:
+    """How many seeds a table is over, e.g. 'over 5 seeds' or 'over 2–5 seeds' (ablations may use fewer)."""
+    per_cell: dict[tuple, set] = {}
+    for r in runs:
+        per_cell.setdefault((r.method, r.variant, r.split), set()).add(r.seed)
+    counts = sorted({len(seeds) for seeds in per_cell.values()})
+    if not counts:
+        return "no seeds"
+    if len(counts) == 1:
+        return f"over {counts[0]} seed{'s' if counts[0] != 1 else ''}"
+    return f"over {counts[0]}–{counts[-1]} seeds per cell"

@@ -1,0 +1,29 @@
+"""What a run carries across sessions besides its weights and optimizer: the last evaluation (so a summary
+rebuilt from a checkpoint at the last step needs nothing else) and the torch thread counts of its sessions."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import torch
+
+from benchmark.io import read_jsonl
+
+
+def final_evaluation(state: dict, run_dir: Path) -> dict | None:
+    """The last evaluation of a run resumed from a checkpoint at its last step."""
+    if state.get("last") is not None:
+        return state["last"]
+    # A checkpoint from before it carried "last": the evaluation line it was written after.
+    return next((r for r in read_jsonl(run_dir / "metrics.jsonl") if r.get("iter") == state["step"]), None)
+
+
+def threads_record(state: dict | None, run_dir: Path) -> list[int]:
+    """Torch threads of every session of this run. Not in the config hash (docs/architecture.md), so a
+    resume under another count is allowed but recorded, and said."""
+    used = list(state.get("threads") or []) if state else []
+    now = torch.get_num_threads()
+    if used and now not in used:
+        print(f"warning: {run_dir} resumes with {now} torch threads after {used[-1]}; its summary "
+              f"records both (results can differ in the last digits)", file=sys.stderr)
+    return used + [now] if now not in used else used
