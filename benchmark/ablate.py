@@ -69,7 +69,7 @@ def ablation_plan_cells(args: argparse.Namespace):
     methods = list(dict.fromkeys([m for names in owners.values() for m in names]
                                  + ([get(args.method).name] if args.method else [])))
     plan = grid.load_plan(args.profile, args.overrides, dataset=args.dataset, methods=methods, splits=args.splits,
-                          seeds=args.seeds)
+                          seeds=args.seeds, ablation_seeds=args.seeds)
     splits = tuple(args.splits) if args.splits else plan.ablation_splits
     cells: list[grid.Cell] = []
     for component in args.component:

@@ -109,6 +109,7 @@ class GridConfig:
     seeds: int = 2
     ablations: tuple = ()     # component names to ablate
     ablation_splits: tuple = ()  # () = the grid's lowest split
+    ablation_seeds: int = 0      # seeds of the ablation variants; 0 = grid.seeds (never more than the grid's)
     # "method:split" cells also trained for every seed, outside methods × splits, e.g. ["supervised:full"]:
     # the report shows them as reference columns (how much room the labels leave).
     references: tuple = ()

@@ -67,6 +67,7 @@ class GridPlan:
     ablation_splits: tuple[str, ...]
     parallel: int
     references: tuple[tuple[str, str], ...] = ()   # (method, split) reference cells, every seed
+    ablation_seeds: int = 0                        # 0 = seeds
 
 
 @dataclass(frozen=True)
@@ -93,8 +94,9 @@ def _config_error(message: str) -> Exception:
 
 def load_plan(profile: str, overrides: Iterable[str] = (), *, dataset: str | None = None,
               methods: Iterable[str] | None = None, splits: Iterable[str] | None = None,
-              seeds: int | None = None) -> GridPlan:
-    """The profile's grid section (after `grid.*` overrides) with CLI flags on top; names are checked."""
+              seeds: int | None = None, ablation_seeds: int | None = None) -> GridPlan:
+    """The profile's grid section (after `grid.*` overrides) with CLI flags on top; names are checked.
+    `ablation_seeds` (benchmark.ablate --seeds) overrides grid.ablation_seeds, which is capped at the seeds."""
     from benchmark.config import resolve
     from datasets.catalog import get_spec
     from datasets.errors import DataError
@@ -118,12 +120,15 @@ def load_plan(profile: str, overrides: Iterable[str] = (), *, dataset: str | Non
     seeds = grid.seeds if seeds is None else seeds
     if seeds < 1:
         raise _config_error(f"seeds must be at least 1, got {seeds}")
+    if grid.ablation_seeds < 0:
+        raise _config_error(f"grid.ablation_seeds must be 0 (= seeds) or positive, got {grid.ablation_seeds}")
+    ablation_seeds = ablation_seeds or min(grid.ablation_seeds or seeds, seeds)
     if grid.parallel < 0:
         raise _config_error(f"grid.parallel must be 0 (one cell per usable core) or positive, got {grid.parallel}")
     references = tuple(dict.fromkeys(parse_reference(text, spec) for text in grid.references))
     return GridPlan(profile=profile, dataset=spec.name, methods=_unique(methods), splits=_unique(splits),
                     seeds=seeds, ablations=_unique(grid.ablations), ablation_splits=_unique(ablation_splits),
-                    parallel=grid.parallel or usable_cores(), references=references)
+                    parallel=grid.parallel or usable_cores(), references=references, ablation_seeds=ablation_seeds)
 
 
 def usable_cores() -> int:
@@ -259,7 +264,7 @@ def component_variants(method_cls: type, component: str) -> list[Variant]:
 
 def ablation_cells(plan: GridPlan, component: str, *, method: str | None = None,
                    splits: Iterable[str] | None = None, methods_filter: Iterable[str] | None = None) -> list[Cell]:
-    """Plain + variant cells ablating `component`, over the ablation splits and the plan's seeds.
+    """Plain + variant cells ablating `component`, over the ablation splits and the plan's ablation seeds.
     `methods_filter` drops owners outside it (run_all.sh --methods)."""
     owners = component_owners(component, method)
     if methods_filter is not None:
@@ -267,7 +272,7 @@ def ablation_cells(plan: GridPlan, component: str, *, method: str | None = None,
         owners = [cls for cls in owners if cls.name in allowed]
     splits = tuple(splits) if splits else plan.ablation_splits
     cells = []
-    for seed in range(plan.seeds):
+    for seed in range(plan.ablation_seeds or plan.seeds):
         for split in splits:
             for cls in owners:
                 cells.append(Cell(cls.name, plan.dataset, split, seed))
@@ -340,7 +345,7 @@ def sweep_cells(plan: GridPlan, method: str, sweep: Sweep, *, splits: Iterable[s
     splits = tuple(splits) if splits else plan.ablation_splits
     variants = sweep_variants(sweep, default, has_default)
     return [Cell(method, plan.dataset, split, seed, variant, overrides)
-            for seed in range(plan.seeds) for split in splits for variant, overrides in variants]
+            for seed in range(plan.ablation_seeds or plan.seeds) for split in splits for variant, overrides in variants]
 
 
 def config_value(cfg, method_obj, key: str) -> tuple[bool, Any]:

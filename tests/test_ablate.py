@@ -140,13 +140,21 @@ def test_component_of_another_method_is_an_error(capsys):
     assert code == 2 and "has no component 'dual_strong'" in err
 
 
+def test_ablation_seeds_follow_grid_ablation_seeds_capped_at_the_seeds():
+    assert grid.load_plan("smoke", seeds=2).ablation_seeds == 1           # the smoke profile's grid.ablation_seeds
+    assert grid.load_plan("smoke", ["grid.ablation_seeds=0"], seeds=3).ablation_seeds == 3   # 0 = the grid's seeds
+    assert grid.load_plan("smoke", ["grid.ablation_seeds=4"], seeds=2).ablation_seeds == 2   # never more
+    assert grid.load_plan("smoke", seeds=3, ablation_seeds=3).ablation_seeds == 3   # benchmark.ablate --seeds
+    assert {c.seed for c in grid.ablation_cells(grid.load_plan("smoke", seeds=2), "dual_strong")} == {0}
+
+
 def test_ablation_cells_are_the_plain_cell_plus_variants():
-    plan = grid.load_plan("smoke", seeds=2)
+    plan = grid.load_plan("smoke", seeds=2, ablation_seeds=2)
     cells = grid.ablation_cells(plan, "dual_strong")
-    assert {c.split for c in cells} == {"1_32"}                     # the grid's lowest split
+    assert {c.split for c in cells} == {"1_128"}                     # the grid's lowest split
     assert {c.seed for c in cells} == {0, 1}
     seed0 = [c for c in cells if c.seed == 0]
-    assert seed0[0] == Cell("unimatch", "animals_tiny", "1_32", 0)   # the full method = the grid's own cell
+    assert seed0[0] == Cell("unimatch", "animals_tiny", "1_128", 0)   # the full method = the grid's own cell
     assert {c.variant for c in seed0} == {"", "no_feature_perturbation", "no_dual_strong", "all_off"}
     no_ds = next(c for c in seed0 if c.variant == "no_dual_strong")
     assert no_ds.overrides == ("method.components.dual_strong=false",)
@@ -232,7 +240,7 @@ def test_ablate_reuses_a_finished_plain_cell(capsys, tmp_path, monkeypatch):
     monkeypatch.setattr(runner, "prepare_data", lambda cells, opts: None)
     monkeypatch.setattr(runner, "render_reports", lambda results, out: (0, "ok"))
     opts = cells.RunOptions(profile="smoke", results_dir=str(tmp_path))
-    plain = Cell("unimatch", "animals_tiny", "1_32", 0)
+    plain = Cell("unimatch", "animals_tiny", "1_128", 0)
     state = cells.cell_state(plain, opts)
     state.run_dir.mkdir(parents=True)
     (state.run_dir / "summary.json").write_text(json.dumps({"status": "complete", "config_hash": state.config_hash,

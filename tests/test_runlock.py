@@ -19,6 +19,9 @@ from fixtures.fake_cells import use_fake_train
 
 ROOT = Path(__file__).resolve().parent.parent
 
+# The smoke profile also trains a supervised `full` reference cell; these tests count only the grid's own cells.
+NO_REFERENCES = "grid.references=[]"
+
 
 def test_a_held_run_folder_is_refused_and_a_released_one_is_taken(tmp_path):
     with runlock.run_lock(tmp_path / "run"):
@@ -105,7 +108,7 @@ def test_the_runner_reports_cells_running_elsewhere_then_waits_for_them(busy_res
     results = busy_results
     with pytest.raises(SystemExit) as exit_info:
         run_main(lambda: runner.main(["--profile", "smoke", "--results-dir", str(results), "--seeds", "1",
-                                      "--splits", "1_32", "--methods", "supervised,fixmatch", "--no-ablations"]))
+                                      "--splits", "1_32", "--methods", "supervised,fixmatch", "--no-ablations", NO_REFERENCES]))
     err = capsys.readouterr().err
     assert exit_info.value.code == 0, err
     argvs = [json.loads(line) for line in (results / "calls.jsonl").read_text().splitlines()]
@@ -129,7 +132,7 @@ def test_the_runner_starts_no_process_for_a_cell_whose_lock_is_live(busy_results
     try:
         with pytest.raises(SystemExit):
             run_main(lambda: runner.main(["--profile", "smoke", "--results-dir", str(results), "--seeds", "1",
-                                          "--splits", "1_32", "--methods", "supervised", "--no-ablations"]))
+                                          "--splits", "1_32", "--methods", "supervised", "--no-ablations", NO_REFERENCES]))
     finally:
         holder.kill()
         holder.wait()

@@ -45,6 +45,9 @@ run.mkdir(parents=True, exist_ok=True)
 (run / "summary.json").write_text(json.dumps({"status": "complete", "best": {"miou": 42.5}, "config_hash": "fake"}))
 '''
 
+# The smoke profile also trains a supervised `full` reference cell; these tests count only the grid's own cells.
+NO_REFERENCES = "grid.references=[]"
+
 
 @pytest.fixture
 def fake_train(tmp_path, monkeypatch):
@@ -90,13 +93,13 @@ def test_grid_defaults_come_from_the_profile():
     plan = grid.load_plan("smoke")
     assert plan.methods == ("supervised", "fixmatch", "unimatch", "s4mim", "maskmatch")
     assert plan.dataset == "animals_tiny"
-    assert plan.splits == ("1_32", "1_8")
+    assert plan.splits == ("1_128", "1_8")
     assert plan.seeds == 2 and plan.parallel == 2
     assert plan.ablations == ("feature_agg", "masked_modeling")
-    assert plan.ablation_splits == ("1_32",)           # the grid's lowest split
+    assert plan.ablation_splits == ("1_128",)           # the grid's lowest split
     cells = grid.grid_cells(plan)
     assert len(cells) == 5 * 2 * 2
-    assert cells[0] == Cell("supervised", "animals_tiny", "1_32", 0)
+    assert cells[0] == Cell("supervised", "animals_tiny", "1_128", 0)
 
 
 def test_cli_flags_and_grid_overrides_change_the_grid():
@@ -169,7 +172,7 @@ def test_finished_cells_are_skipped_and_unfinished_ones_run(fake_train, capsys):
     finish(Cell("fixmatch", "animals_tiny", "1_32", 0), opts, status="running")          # incomplete: rerun
     finish(Cell("unimatch", "animals_tiny", "1_32", 0), opts, config_hash="otherrecipe")  # other config: rerun
     code, out, err = main_exit(["--profile", "smoke", "--results-dir", str(results), "--seeds", "1",
-                                "--splits", "1_32,1_16", "--methods", "supervised,fixmatch,unimatch"], capsys)
+                                "--splits", "1_32,1_16", "--methods", "supervised,fixmatch,unimatch", NO_REFERENCES], capsys)
     assert code == 0, err
     ran = called_cells(results)
     assert ("supervised", "1_32", "0") not in ran
@@ -183,7 +186,7 @@ def test_a_failed_cell_is_reported_and_the_others_still_run(fake_train, capsys, 
     monkeypatch.setenv("FAKE_FAIL", "fixmatch")
     results = fake_train["results"]
     code, out, err = main_exit(["--profile", "smoke", "--results-dir", str(results), "--jobs", "2", "--seeds", "1",
-                                "--splits", "1_32,1_16", "--methods", "supervised,fixmatch,unimatch"], capsys)
+                                "--splits", "1_32,1_16", "--methods", "supervised,fixmatch,unimatch", NO_REFERENCES], capsys)
     assert code == 1
     assert len(called_cells(results)) == 6                     # every cell ran
     assert "2 failed" in err and "4 done" in err
