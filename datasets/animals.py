@@ -82,11 +82,11 @@ class SceneParams:
     luminance_tint: tuple[float, float] = (0.85, 1.15)   # per-channel gain on a luminance fill (mild colour)
 
 
-# v1 (class_cue none, 1-2 objects of 44-52 px) was calibrated for shape as the only cue; at the CPU budget it
+# v1 (class_cue none, 1-2 objects of 44-52 px) was calibrated for shape as the only cue; at CPU budgets it
 # left labels no bottleneck. v2 adds the luminance cue and 2-3 smaller objects (32-44 px: more animal pixels
 # and more animal/background boundary per image). Measured with the default profile (resnet_small width 8,
-# 400 steps of 4, 8 labels = split 1_128): supervised 35.5 / 39.1 / 39.0 (seeds 0-2), FixMatch 45.6 / 44.9 /
-# 44.2, all labels 53.4; see the README for the full grid.
+# 400 steps of 4, 5 seeds, clean-clone `bash run_all.sh`): 8 labels (split 1_128) supervised 36.6, FixMatch
+# 42.4 (p = 0.017), UniMatch 39.2; all labels 50.9. Every regime tried: docs/embedded-benchmark.md.
 VARIANTS = {
     "default": SceneParams(
         image_size=64, num_train=1024, num_val=320, animals=("bird", "elephant", "giraffe"),
