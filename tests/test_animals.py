@@ -199,3 +199,34 @@ def test_cli(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         animals.main(["--help"])
     assert exit_info.value.code == 0 and "--variant" in capsys.readouterr().out
+
+
+def _default_composer():
+    params = animals.VARIANTS["default"]
+    shapes, labels = silhouettes.load_silhouettes()
+    return params, animals.SceneComposer(params, 0, shapes, labels)
+
+
+def test_luminance_cue_orders_the_classes_dark_to_bright():
+    # The v2 class cue: bird fills are darker than elephant fills, which are darker than giraffe fills, whatever
+    # the background, tint, illumination and noise (measured on the pixels each class owns in the final mask).
+    params, composer = _default_composer()
+    assert params.class_cue == "luminance"
+    brightness = {k: [] for k in range(1, len(params.animals) + 1)}
+    for index in range(24):
+        image, mask = composer.compose("train", index)
+        for k in brightness:
+            if (mask == k).sum() >= 20:
+                brightness[k].append(float(image[mask == k].mean()))
+    means = [np.mean(brightness[k]) for k in sorted(brightness)]
+    assert all(brightness.values()) and means[0] < means[1] < means[2], means
+
+
+def test_lowest_default_split_has_8_labels_covering_every_class():
+    params, composer = _default_composer()
+    labeled, unlabeled = animals.label_splits(params.num_train, 0)["1_128"]
+    assert len(labeled) == 8 and len(unlabeled) == params.num_train - 8
+    present = set()
+    for index in labeled:
+        present |= set(np.unique(composer.compose("train", index)[1]).tolist())
+    assert present == set(range(len(params.animals) + 1))   # background + every animal
