@@ -319,7 +319,7 @@ def test_run_all_smoke_end_to_end(tmp_path):
     results = tmp_path / "results"
     plan = grid.load_plan("smoke")
     ablations = [c for component in plan.ablations for c in grid.ablation_cells(plan, component)]
-    planned = grid.dedupe(grid.grid_cells(plan) + ablations)
+    planned = grid.dedupe(grid.grid_cells(plan) + grid.reference_cells(plan) + ablations)
     reusing = [c for c in planned if same_run_cell(c, opts_for(results))]
     trained = len(planned) - len(reusing)
     assert reusing    # S4MIM without mim (if ablated) and MaskMatch all-off reuse their base runs
