@@ -39,11 +39,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def describe_components() -> str:
-    from benchmark.grid import paper_components
     from methods.registry import all_methods
     lines = ["Components per method (paper = added over its base; the rest are inherited):"]
     for name, cls in all_methods().items():
-        paper = paper_components(cls)
+        paper = cls.paper_components()
         inherited = [c for c in cls.components if c not in paper]
         lines.append(f"  {name:<11} paper: {', '.join(paper) or '-'}"
                      + (f"; inherited: {', '.join(inherited)}" if inherited else ""))

@@ -10,7 +10,7 @@ trainer of a real run (same data streams, model, method and optimizer), runs `--
 torch.compile compiles), then times `--steps` optimizer steps (data loading included, as in training) and
 counts the FLOPs of one more step with FlopCounterMode. Cells alternate within a round, so slow drift of a
 shared machine hits all of them alike; the table gives the median over rounds, the ratio to `supervised`, to
-the method's base (UniMatch for S4MIM, `method.base` for MaskMatch) and to the first variant, the peak memory
+the method's declared base (`Method.base`; MaskMatch's from `method.base`) and to the first variant, the peak memory
 (the process's peak RSS on CPU, `torch.cuda.max_memory_allocated` on a GPU), TFLOP/s and MFU (benchmark.flops).
 A variant that fails is reported in its row; the others still run. Nothing is written to results/.
 """
@@ -28,7 +28,6 @@ from pathlib import Path
 
 from benchmark.cli import run_main
 
-DEFAULT_METHODS = ("supervised", "fixmatch", "unimatch", "s4mim", "maskmatch")
 MARKER = "STEPTIME "
 # Parts of a variant; `default` is the profile as configured (and as the overrides leave it).
 VARIANTS = {"default": [], "fp32": ['train.amp="off"'], "bf16": ["train.amp=bf16"],
@@ -44,7 +43,6 @@ def measure_one(method: str, profile: str, overrides: list[str], warmup: int, st
 
     from benchmark import flops
     from benchmark.config import resolve
-    from benchmark.data import Streams
     from benchmark.trainer import Trainer
 
     with tempfile.TemporaryDirectory() as scratch:
@@ -54,7 +52,7 @@ def measure_one(method: str, profile: str, overrides: list[str], warmup: int, st
         trainer.setup()
         device = trainer.device
         total = warmup + steps + 1
-        streams = Streams(cfg, trainer.plan, trainer.method.needs(), trainer.labeled_batch, 0)
+        streams = trainer.streams(start=0)
         trainer.model.train()
         sync = torch.cuda.synchronize if device.type == "cuda" else (lambda _device: None)
         if device.type == "cuda":
@@ -73,23 +71,11 @@ def measure_one(method: str, profile: str, overrides: list[str], warmup: int, st
             memory = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024   # KiB on Linux
         flops_per_step = None if cfg.train.compile else flops.count_flops(
             lambda: trainer.train_step(streams, total - 1, total))
-        autocast_bf16 = isinstance(trainer._autocast(), torch.autocast)
+        autocast_bf16 = trainer.precision() == "bf16"
         return {"method": method, "step_s": step_s, "peak_memory_mb": memory, "device": str(device),
                 "device_name": flops.device_name(device), "precision": flops.precision_of(device, autocast_bf16),
-                "flops_per_step": flops_per_step, "base": base_of(trainer.method),
+                "flops_per_step": flops_per_step, "base": trainer.method.base or None,
                 "images_per_step": streams.images_per_step}
-
-
-def base_of(method) -> str | None:
-    """The method this one is built on, for the 'vs base' column (None for the baselines themselves)."""
-    base = getattr(method.params, "base", None)
-    if isinstance(base, str):
-        return base
-    from methods.registry import all_methods
-    for parent in type(method).__mro__[1:]:
-        if parent in all_methods().values():
-            return parent.name
-    return None
 
 
 class ChildFailed(RuntimeError):
@@ -201,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
         return datapipe_speed.main([arg for arg in argv if arg != "--data"])
     parser = argparse.ArgumentParser(prog="python -m benchmark.steptime", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--methods", default=",".join(DEFAULT_METHODS), help="comma-separated methods")
+    parser.add_argument("--methods", help="comma-separated methods (default: the suite's own)")
     parser.add_argument("--profile", default="default")
     parser.add_argument("--variants", default="default",
                         help=f"comma-separated variants, each parts joined by '+' from {', '.join(VARIANTS)}; "
@@ -222,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     from benchmark import flops
     from methods import registry
-    methods = [m for m in args.methods.split(",") if m]
+    methods = [m for m in args.methods.split(",") if m] if args.methods else list(registry.builtin_names())
     variants = tuple(v for v in args.variants.split(",") if v)
     for name in methods:
         registry.get(name)   # unknown → one clear error before anything runs

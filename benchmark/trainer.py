@@ -133,6 +133,11 @@ class Trainer:
         self.labeled_batch = self.method.labeled_batch_size(self.batch)
         self._trainable = [p for group in self.optimizer.param_groups for p in group["params"]]
 
+    def streams(self, start: int = 0) -> Streams:
+        """The data streams of this run from step `start` (after `setup`); `train_step` draws from them."""
+        return Streams(self.cfg, self.plan, self.method.needs(), self.labeled_batch, start,
+                       self.dist.rank, self.dist.world_size)
+
     def total_steps(self, steps_per_epoch: int) -> int:
         if self.cfg.train.iters > 0:
             return self.cfg.train.iters
@@ -231,8 +236,7 @@ class Trainer:
             if state:
                 self._truncate_logs(start)
 
-        streams = Streams(self.cfg, self.plan, self.method.needs(), self.labeled_batch, start,
-                          self.dist.rank, self.dist.world_size)
+        streams = self.streams(start)
         total = self.total_steps(streams.steps_per_epoch)
         every = evaluation_interval(self.cfg.eval, total, streams.steps_per_epoch)
         images_per_step = streams.images_per_step

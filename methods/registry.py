@@ -38,6 +38,14 @@ def all_methods() -> dict[str, type[Method]]:
     return dict(_REGISTRY)
 
 
+def builtin_names() -> tuple[str, ...]:
+    """The suite's own methods, in the order of METHOD_MODULES (the default grid, the report's tables)."""
+    _load()
+    modules = {f"methods.{module}": i for i, module in enumerate(METHOD_MODULES)}
+    own = [cls for cls in _REGISTRY.values() if cls.__module__ in modules]
+    return tuple(cls.name for cls in sorted(own, key=lambda cls: modules[cls.__module__]))
+
+
 def get(name: str) -> type[Method]:
     methods = all_methods()
     if name not in methods:
