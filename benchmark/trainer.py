@@ -20,7 +20,7 @@ from benchmark.evaluate import evaluate
 from benchmark.io import append_jsonl, atomic_write, atomic_write_json, read_jsonl, rewrite_jsonl
 from benchmark.model import build_model
 from benchmark.qualitative import QUALITATIVE_FILE, QualitativeSaver
-from benchmark.run_state import final_evaluation, threads_record
+from benchmark.run_state import final_evaluation, read_train_log, threads_record
 from benchmark.schedule import (evaluation_interval, ohem_min_kept_per_process, per_process_batch, poly_lr,
                                 run_facts)
 from benchmark.split_lists import check_split_lists
@@ -198,9 +198,9 @@ class Trainer:
 
     def _truncate_logs(self, step: int) -> None:
         """Drop log lines written after the checkpoint we resume from (they will be written again)."""
-        for name, key in (("metrics.jsonl", "iter"), ("train_log.jsonl", "iter")):
-            path = self.run_dir / name
-            rewrite_jsonl(path, [r for r in read_jsonl(path) if r.get(key, 0) <= step])
+        for name, read in (("metrics.jsonl", read_jsonl), ("train_log.jsonl", read_train_log)):
+            path = self.run_dir / name   # an old train log is rewritten under today's scalar names
+            rewrite_jsonl(path, [r for r in read(path) if r.get("iter", 0) <= step])
 
     # --- the loop ---------------------------------------------------------------------------------------
     def fit(self, fresh: bool = False, wait: bool = False) -> dict[str, Any]:

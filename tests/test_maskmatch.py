@@ -297,3 +297,13 @@ def test_interpretation_register_names_real_keys_and_covers_every_choice():
     covered = {e["config_key"].removeprefix("method.") for e in entries}
     assert {"base", "teacher", "patch_size", "mask_ratio", "mask_fill", "masked_view", "mask_loss_region",
             "mask_conf_thresh", "weight_mask", "scales", "flip"} <= covered
+
+
+def test_declared_defaults_are_what_runs():
+    """The class's defaults (what `train --list` shows) are the default base's: UniMatch's switches off."""
+    declared = get("maskmatch").components
+    assert build("maskmatch").on == declared and not declared["feature_perturbation"] and not declared["dual_strong"]
+    assert build("maskmatch", base="unimatch").on == {**declared, "feature_perturbation": True, "dual_strong": True}
+    from benchmark.train import describe_everything
+    listing = describe_everything().split("  maskmatch ")[1]
+    assert "feature_perturbation   off" in listing and "dual_strong            off" in listing

@@ -8,9 +8,10 @@ from collections import Counter, defaultdict
 
 import pandas as pd
 
-from benchmark.report.common import (DASH, REPO_ROOT, PAPER_DESCRIPTION_METHODS, PAPER_DESCRIPTION_NOTE, display_name,
+from benchmark.report.common import (DASH, REPO_ROOT, PAPER_DESCRIPTION_NOTE, display_name,
                                      method_sort_key, same_run_suffix, slugify, split_sort_key)
-from benchmark.report.comparison import REFERENCE_MARK, REFERENCE_NOTE, method_label, methods_of, paper_flag
+from benchmark.report.comparison import (REFERENCE_MARK, REFERENCE_NOTE, method_label, methods_of, paper_flag,
+                                         paper_method)
 from benchmark.report.document import Numbering, Table
 from benchmark.report.published import REGISTER_FIELDS, RegisterState
 from benchmark.report.results_store import ReferenceRecord, RunRecord
@@ -202,7 +203,7 @@ def versions_table(runs: list[RunRecord], num: Numbering) -> Table | None:
 
 
 def register_table(register: RegisterState, num: Numbering) -> Table | None:
-    wanted = [e for e in register.entries if str(e.get("method", "")).lower() in PAPER_DESCRIPTION_METHODS]
+    wanted = [e for e in register.entries if paper_method(str(e.get("method", "")).lower())]
     if not wanted:
         return None
     wanted.sort(key=lambda e: method_sort_key(str(e.get("method", ""))))   # stable: keeps the file order
@@ -212,8 +213,8 @@ def register_table(register: RegisterState, num: Numbering) -> Table | None:
         row[1] = display_name(str(e.get("method")), True)
         rows.append(row)
     columns = ["ID", "Method", "Topic", "Paper says", "We chose", "Why", "Config key"]
-    return Table(columns, rows, num.table("Interpretation register: what S4MIM and MaskMatch leave open, and our "
-                                          "choices."),
+    papers = " and ".join(dict.fromkeys(display_name(str(e.get("method")).lower()) for e in wanted))
+    return Table(columns, rows, num.table(f"Interpretation register: what {papers} leave open, and our choices."),
                  [PAPER_DESCRIPTION_NOTE, f"Source: `{_display_path(register.path)}`."], key_columns=2, prose=True)
 
 
