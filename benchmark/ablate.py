@@ -53,10 +53,8 @@ def ablation_plan_cells(args: argparse.Namespace):
     """The plan and the cells that --component / --sweep ask for."""
     from benchmark import grid
     from benchmark.config import ConfigError
-    from benchmark.cells import cell_config
+    from benchmark.cell_plan import plan_cell
     from benchmark.runner import run_options
-    from benchmark.trainer import build_method
-    from datasets.catalog import get_spec
     from methods.registry import get
 
     sweeps = [grid.parse_sweep(text) for text in args.sweep]
@@ -75,11 +73,9 @@ def ablation_plan_cells(args: argparse.Namespace):
         cells += grid.ablation_cells(plan, component, method=args.method, splits=splits)
     if sweeps:
         opts = run_options(args, jobs=1)
-        base = grid.Cell(args.method, plan.dataset, splits[0], 0)
-        cfg = cell_config(base, opts)
-        method_obj = build_method(cfg, get_spec(cfg.data.dataset).num_classes)
+        base = plan_cell(grid.Cell(args.method, plan.dataset, splits[0], 0), opts)
         for sweep in sweeps:
-            found, default = grid.config_value(cfg, method_obj, sweep.key)
+            found, default = grid.config_value(base.config, base.method, sweep.key)
             cells += grid.sweep_cells(plan, args.method, sweep, splits=splits, default=default, has_default=found)
     return plan, cells
 

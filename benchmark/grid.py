@@ -27,6 +27,11 @@ GRID_PLACEHOLDER_METHOD = "(grid)"
 _SAFE_VARIANT = re.compile(r"^[A-Za-z0-9_.=,+\-\[\]:]+$")
 
 
+def run_name(method: str, variant: str | None = "") -> str:
+    """The name of a run's folder (the one place it is built): `method`, or `method__variant` for a variant."""
+    return f"{method}__{variant}" if variant else method
+
+
 @dataclass(frozen=True)
 class Cell:
     method: str
@@ -38,8 +43,7 @@ class Cell:
 
     @property
     def run_name(self) -> str:
-        """The run folder name the trainer uses: `method` or `method__variant`."""
-        return f"{self.method}__{self.variant}" if self.variant else self.method
+        return run_name(self.method, self.variant)
 
     @property
     def key(self) -> tuple[str, str, str, int]:

@@ -48,10 +48,9 @@ class NonFiniteLossError(RuntimeError):
 
 def run_dir_for(cfg: Config) -> Path:
     from benchmark.data import resolve_path
-    method = cfg.method["name"]
-    run_name = f"{method}__{cfg.output.variant}" if cfg.output.variant else method
-    split = cfg.data.split
-    return resolve_path(cfg.output.results_dir) / "runs" / cfg.data.dataset / split / run_name / f"seed{cfg.train.seed}"
+    from benchmark.grid import run_name
+    return (resolve_path(cfg.output.results_dir) / "runs" / cfg.data.dataset / cfg.data.split /
+            run_name(cfg.method["name"], cfg.output.variant) / f"seed{cfg.train.seed}")
 
 
 def build_method(cfg: Config, num_classes: int, world_size: int = 1) -> Method:

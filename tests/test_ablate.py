@@ -6,6 +6,7 @@ import sys
 
 import pytest
 
+from benchmark.cell_plan import plan_cell
 from benchmark import ablate, cells, grid, runner
 from benchmark.cli import run_main
 from benchmark.config import ConfigError
@@ -230,11 +231,11 @@ def test_ablate_reuses_a_finished_plain_cell(capsys, tmp_path, monkeypatch):
                       "a = sys.argv[1:]\n"
                       "pathlib.Path(a[a.index('--results-dir') + 1], 'calls.txt').open('a').write(' '.join(a) + '\\n')\n")
     monkeypatch.setattr(runner, "TRAIN_COMMAND", (sys.executable, str(script)))
-    monkeypatch.setattr(runner, "prepare_data", lambda cells, opts: None)
+    monkeypatch.setattr(runner, "prepare_data", lambda plans: None)
     monkeypatch.setattr(runner, "render_reports", lambda results, out: (0, "ok"))
     opts = cells.RunOptions(profile="smoke", results_dir=str(tmp_path))
     plain = Cell("unimatch", "animals_tiny", "1_128", 0)
-    state = cells.cell_state(plain, opts)
+    state = cells.cell_state(plan_cell(plain, opts))
     state.run_dir.mkdir(parents=True)
     (state.run_dir / "summary.json").write_text(json.dumps({"status": "complete", "config_hash": state.config_hash,
                                                             "best": {"miou": 40.0}}))

@@ -70,7 +70,7 @@ def test_a_data_error_inside_a_dataloader_worker_is_one_line(damage, tiny_data, 
 
 def test_an_unwritable_results_folder_stops_the_grid_before_any_cell(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(runner, "TRAIN_COMMAND", (sys.executable, "-c", "raise SystemExit(9)"))
-    monkeypatch.setattr(runner, "prepare_data", lambda cells, opts: pytest.fail("the grid started"))
+    monkeypatch.setattr(runner, "prepare_data", lambda plans: pytest.fail("the grid started"))
     blocker = tmp_path / "a_file"
     blocker.write_text("")
     code, err = exit_and_err(lambda: runner.main(["--profile", "smoke", "--results-dir", str(blocker / "results"),

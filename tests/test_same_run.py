@@ -14,7 +14,8 @@ from benchmark.config import resolve
 from benchmark.grid import Cell
 from fixtures.fake_cells import use_fake_train
 from benchmark.report.results_store import load_results
-from benchmark.same_run import POINTER, same_run_cell
+from benchmark.cell_plan import Plans, plan_cell
+from benchmark.same_run import POINTER, same_run_of
 from benchmark.trainer import CHECKPOINT, Trainer, build_method
 from methods.base import SameRun
 from methods.fixmatch import FixMatchParams
@@ -77,6 +78,12 @@ def test_a_claimed_same_run_trains_identical_weights(method, overrides, tiny_dat
     assert all(torch.equal(my_weights[k], their_weights[k]) for k in my_weights)
 
 
+def same_run_cell(cell: Cell, opts: RunOptions) -> Cell | None:
+    plans = Plans(opts)
+    other = same_run_of(plans(cell), plans)
+    return other.cell if other else None
+
+
 def test_the_runner_reuses_a_run_only_when_the_resolved_configs_agree(tmp_path):
     opts = RunOptions(profile="smoke", results_dir=str(tmp_path))
     no_mim = Cell("s4mim", "animals_tiny", "1_32", 1, "no_mim", S4MIM_OFF)
@@ -124,8 +131,7 @@ def test_run_all_trains_the_shared_run_once_and_the_report_reads_it_under_the_va
     opts = RunOptions(profile="smoke", results_dir=str(results))
     base_dir = results / "runs" / "animals_tiny" / "1_32" / "unimatch" / "seed0"
     pointer = results / "runs" / "animals_tiny" / "1_32" / "s4mim__no_mim" / "seed0" / POINTER
-    from benchmark.cells import cell_state
-    base_hash = cell_state(Cell("unimatch", "animals_tiny", "1_32", 0), opts).config_hash
+    base_hash = plan_cell(Cell("unimatch", "animals_tiny", "1_32", 0), opts).config_hash
     (base_dir / "summary.json").write_text(json.dumps({
         "status": "complete", "dataset": "animals_tiny", "split": "1_32", "method": "unimatch", "seed": 0,
         "best": {"iter": 4, "miou": 12.5, "per_class": {"background": 25.0}}, "config_hash": base_hash}))

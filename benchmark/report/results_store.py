@@ -17,6 +17,7 @@ import yaml
 
 from benchmark.report.common import ReportError, is_finite, published_backbone, registered_method
 # An ablation variant that trains exactly another cell's run holds this pointer instead of its own run.
+from benchmark.grid import run_name
 from benchmark.same_run import POINTER as SAME_RUN_POINTER
 
 # Statuses whose numbers are reported. A diverged run keeps its row so the table can say "NaN (diverged)".
@@ -76,7 +77,7 @@ class RunRecord:
     @property
     def label(self) -> str:
         """The run name as the trainer writes it: method, or method__variant for ablation variants."""
-        return f"{self.method}__{self.variant}" if self.variant else self.method
+        return run_name(self.method, self.variant)
 
 
 @dataclass
@@ -260,12 +261,14 @@ def _parse_same_run(folder: Path) -> RunRecord:
     if cell != (run.dataset, run.split, run.seed):
         raise _Malformed(f"{SAME_RUN_POINTER} names {cell} but the run in {target} is "
                          f"{(run.dataset, run.split, run.seed)}")
-    paper = pointer.get("from_paper_description")
+    cls = registered_method(str(identity["method"]))
     # `path` stays the reused run's folder: its metrics.jsonl and config.yaml are this variant's too.
     return dataclasses.replace(
         run, method=str(identity["method"]), variant=str(identity["variant"] or "") or None,
         components=identity["components"], overrides=identity["overrides"], params=identity["params"],
-        from_paper_description=paper if isinstance(paper, bool) else run.from_paper_description,
+        from_paper_description=_flag(pointer, "from_paper_description", cls),
+        significance_baseline=_flag(pointer, "significance_baseline", cls),
+        display_name=_opt_str(pointer.get("display_name")),
         user_supplied=pointer.get("user_supplied") is True, base=_opt_str(pointer.get("base")),
         same_run_as=run.label)
 
