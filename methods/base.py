@@ -78,6 +78,9 @@ class Method:
     views: ClassVar[frozenset[str]] = frozenset()
     components: ClassVar[dict[str, bool]] = {}
     component_help: ClassVar[dict[str, str]] = {}
+    # component -> the loss terms it adds or changes; with it off every other term stays bit-identical
+    # (tests/test_switches.py checks this for each registered method's own components).
+    component_terms: ClassVar[dict[str, tuple[str, ...]]] = {}
     # component -> the component it acts through: with the latter off, the former has no effect (the grid uses
     # this to skip ablation variants that would train exactly the same thing twice).
     component_requires: ClassVar[dict[str, str]] = {}

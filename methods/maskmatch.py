@@ -140,6 +140,9 @@ class MaskMatch(Method):
     components = {"masked_modeling": True, "multiscale_ensemble": True,
                   "feature_perturbation": False, "dual_strong": False}
     own_components = ("masked_modeling", "multiscale_ensemble")
+    # The ensemble labels feed both the weak-to-strong terms and the masked branch.
+    component_terms = {**UniMatch.component_terms, "masked_modeling": ("loss_mask",),
+                       "multiscale_ensemble": ("loss_s", "loss_s1", "loss_s2", "loss_fp", "loss_mask")}
     component_help = {
         "masked_modeling": "student segments the image with mask_ratio of its patches hidden; CE to the teacher's "
                            "pseudo-labels of the complete image (L_mask)",

@@ -32,6 +32,7 @@ from methods.base import Batch, LossOutput, MethodContext, MethodError, StepInfo
 from methods.common import PADDING, frozen_bn_statistics, patches_touching, random_patch_mask, region_patch_mask
 from methods.unimatch import UniMatch, UniMatchParams
 
+MIM_TERMS = ("loss_mim", "loss_agg", "loss_sem")
 NO_CLASS = -1   # class-map value of pixels that belong to no class (unconfident, ignored, padding)
 FILL = 0.0      # value of blanked and masked pixels: 0 after ImageNet normalisation = the dataset mean
 IMAGE_SOURCES = ("labeled", "unlabeled", "both")
@@ -161,6 +162,8 @@ class S4MIM(UniMatch):
         "semantic_mim": "segmentation of the masked input on its masked pixels against the class map (CE)",
     }
     own_components = ("mim", "classwise_mim", "feature_agg", "semantic_mim")
+    component_terms = {**UniMatch.component_terms, "mim": MIM_TERMS, "classwise_mim": MIM_TERMS,
+                       "feature_agg": ("loss_agg",), "semantic_mim": ("loss_sem",)}
     # Without `mim` no MIM term, module or forward exists: UniMatch exactly (Method.same_run_as).
     component_requires = {"classwise_mim": "mim", "feature_agg": "mim", "semantic_mim": "mim"}
     Params = S4MIMParams

@@ -38,6 +38,8 @@ class UniMatch(Method):
     name = "unimatch"
     display_name = "UniMatch"
     significance_baseline = True
+    # One strong stream (loss_s) instead of two; the feature-perturbed stream.
+    component_terms = {"dual_strong": ("loss_s1", "loss_s2", "loss_s"), "feature_perturbation": ("loss_fp",)}
     description = "Unified image- and feature-level perturbations with dual strong views (Yang et al. 2023)."
     views = frozenset({"strong1", "strong2", "box1", "box2", "mix"})
     components = {"feature_perturbation": True, "dual_strong": True}

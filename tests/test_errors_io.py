@@ -20,14 +20,6 @@ from benchmark.cli import run_main
 from benchmark.io import FILE_MODE, DiskFullError, atomic_write, atomic_write_json
 
 
-@pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory):
-    from datasets.animals import generate
-    root = tmp_path_factory.mktemp("animals_tiny")
-    generate(root, variant="tiny", progress=False)
-    return root
-
-
 def copied_dataset(tiny_data, tmp_path) -> tuple[str, os.PathLike]:
     """A copy under a name that does not regenerate itself, so a damaged file is reported, not repaired."""
     from datasets.catalog import all_specs, get_spec, register_spec

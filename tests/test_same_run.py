@@ -47,14 +47,6 @@ def test_methods_claim_their_base_only_when_their_own_components_are_off():
         assert claim(method) is None
 
 
-@pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory):
-    from datasets.animals import generate
-    root = tmp_path_factory.mktemp("animals_tiny")
-    generate(root, variant="tiny", progress=False)
-    return root
-
-
 @pytest.mark.parametrize("method, overrides", [("s4mim", S4MIM_OFF), ("maskmatch", MASKMATCH_OFF),
                                                ("maskmatch", (*MASKMATCH_OFF, "method.base=unimatch"))])
 def test_a_claimed_same_run_trains_identical_weights(method, overrides, tiny_data, tmp_path):

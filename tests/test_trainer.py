@@ -15,14 +15,6 @@ from benchmark.trainer import CHECKPOINT, NonFiniteLossError, Trainer, poly_lr
 from methods.registry import all_methods
 
 
-@pytest.fixture(scope="session")
-def tiny_data(tmp_path_factory):
-    from datasets.animals import generate
-    root = tmp_path_factory.mktemp("animals_tiny")
-    generate(root, variant="tiny", progress=False)
-    return root
-
-
 def make_cfg(data_root, results, method="supervised", iters=4, extra=()):
     return resolve(profile="smoke", method=method, overrides=[
         f"data.root={data_root}", f"data.split_dir={data_root}/splits", f"output.results_dir={results}",
