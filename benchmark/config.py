@@ -132,7 +132,7 @@ class Config:
     output: OutputConfig = field(default_factory=OutputConfig)
     grid: GridConfig = field(default_factory=GridConfig)
     # `method` holds name, components and the method's own parameters; checked against the method class.
-    method: dict = field(default_factory=lambda: {"name": _builtin_methods()[0]})   # the first: supervised
+    method: dict = field(default_factory=lambda: {"name": _builtin_methods()[0]})   # the first registered
     # Per-method settings a profile applies when that method runs, e.g. the supervised doubled batch.
     per_method: dict = field(default_factory=dict)
     # Plugin modules (.py files or module names) imported before the method is looked up; see benchmark/plugins.py.

@@ -94,6 +94,10 @@ class Method:
     # The paper's own components (the ablation grid's leave-one-out set); None = the components the base
     # does not declare (all of them for a method without a base).
     own_components: ClassVar[tuple[str, ...] | None] = None
+    # With its own components off (as they act) this method trains its base exactly: the runner then reuses
+    # the base's run for such an ablation variant (`same_run_as`). Claimed only where tests/test_same_run.py
+    # shows identical weights after training.
+    reduces_to_base: ClassVar[bool] = False
     # The report tests every method against this one (the supervised lower bound, the strongest baseline).
     significance_baseline: ClassVar[bool] = False
 
@@ -156,11 +160,11 @@ class Method:
         return dataclasses.replace(defaults, **typed)
 
     def same_run_as(self) -> SameRun | None:
-        """The base run this instance trains exactly: with its paper components off (as they act) a method is
-        its base, with the base's parameters and switches taken from its own. A method claims it only where
-        a test shows the losses are the same on the same batch and seed (tests/test_same_run.py)."""
+        """The base run this instance trains exactly, if any: for a method that `reduces_to_base`, with its
+        paper components off (as they act), its base with the base's parameters and switches taken from its
+        own."""
         effective = self.effective_components(self.on)
-        if not self.base or any(effective[c] for c in self.paper_components()) or self.differs_from_base():
+        if not self.reduces_to_base or not self.base or any(effective[c] for c in self.paper_components()) or self.differs_from_base():
             return None
         base_cls = _registered(self.base)
         names = [f.name for f in dataclasses.fields(base_cls.Params) if hasattr(self.params, f.name)]

@@ -132,6 +132,7 @@ class MaskMatch(Method):
     name = "maskmatch"
     display_name = "MaskMatch"
     base = "fixmatch"                # the default of method.base; an instance takes its own
+    reduces_to_base = True           # with both components off and teacher `same` (differs_from_base)
     description = ("Masked-modeling consistency with multi-scale ensembled pseudo-labels on FixMatch/UniMatch "
                    "(Pan et al. 2023).")
     from_paper_description = True

@@ -150,6 +150,7 @@ class S4MIM(UniMatch):
     name = "s4mim"
     display_name = "S4MIM"
     base = "unimatch"
+    reduces_to_base = True
     description = "UniMatch + class-wise masked image modeling, feature aggregation, semantic-space MIM."
     from_paper_description = True
     components = {**UniMatch.components, "mim": True, "classwise_mim": True, "feature_agg": True,

@@ -70,6 +70,25 @@ def test_a_claimed_same_run_trains_identical_weights(method, overrides, tiny_dat
     assert all(torch.equal(my_weights[k], their_weights[k]) for k in my_weights)
 
 
+def test_a_method_claims_its_base_only_when_it_declares_it_reduces_to_it():
+    from methods.base import Method, MethodContext
+
+    class OnFixMatch(Method):
+        name = "fake_on_fixmatch"
+        base = "fixmatch"
+        components = {"extra": True}
+
+    def claim_of(cls):
+        return cls(cls.make_params({}), {"extra": False}, MethodContext(3)).same_run_as()
+
+    assert claim_of(OnFixMatch) is None                  # a base alone does not make the run the base's
+
+    class Declared(OnFixMatch):
+        reduces_to_base = True
+
+    assert claim_of(Declared) == SameRun("fixmatch", FixMatchParams(), {})
+
+
 def same_run_cell(cell: Cell, opts: RunOptions) -> Cell | None:
     plans = Plans(opts)
     other = same_run_of(plans(cell), plans)
