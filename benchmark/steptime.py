@@ -122,12 +122,6 @@ def run_rounds(methods: list[str], profile: str, overrides: list[str], warmup: i
     return results
 
 
-def lower_bound() -> str | None:
-    """The first significance baseline in registry order (the supervised lower bound): the first ratio."""
-    from methods.registry import builtin_names, get
-    return next((name for name in builtin_names() if get(name).significance_baseline), None)
-
-
 def summarize(results: dict[tuple[str, str], list[dict]], peak: dict[str, float] | None = None) -> list[dict]:
     """One row per (method, variant): medians over rounds, ratios, FLOP rate and MFU."""
     from benchmark import flops
@@ -138,6 +132,7 @@ def summarize(results: dict[tuple[str, str], list[dict]], peak: dict[str, float]
     # The arithmetic of a step does not depend on the variant: a compiled run takes its method's eager count.
     method_flops = {method: r["flops_per_step"] for (method, _), runs in ok.items() for r in runs
                     if r.get("flops_per_step")}
+    from methods.registry import lower_bound
     rows, lowest = [], lower_bound()
     for (method, variant), runs in results.items():
         if (method, variant) not in median:
@@ -162,6 +157,7 @@ def summarize(results: dict[tuple[str, str], list[dict]], peak: dict[str, float]
 def table(results: dict[tuple[str, str], list[dict]], peak: dict[str, float] | None = None) -> str:
     from tabulate import tabulate
 
+    from methods.registry import lower_bound
     rows = summarize(results, peak)
     first_variant = next(iter(results))[1]
     times = lambda x: "n/a" if x is None else f"{x:.2f}x"   # noqa: E731

@@ -46,6 +46,12 @@ def builtin_names() -> tuple[str, ...]:
     return tuple(cls.name for cls in sorted(own, key=lambda cls: modules[cls.__module__]))
 
 
+def lower_bound() -> str | None:
+    """The first significance baseline in registry order (the supervised lower bound): gains and ratios are
+    taken against it."""
+    return next((name for name in builtin_names() if _REGISTRY[name].significance_baseline), None)
+
+
 def get(name: str) -> type[Method]:
     methods = all_methods()
     if name not in methods:

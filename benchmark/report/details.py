@@ -16,6 +16,7 @@ from benchmark.report.document import Numbering, Table
 from benchmark.report.published import REGISTER_FIELDS, RegisterState
 from benchmark.report.results_store import ReferenceRecord, RunRecord
 from benchmark.report.stats import fmt, seed_stats, seeds_phrase
+from methods.registry import lower_bound
 
 # ---------------------------------------------------------------------------------------------- per class
 
@@ -42,10 +43,11 @@ def per_class_frame(runs: list[RunRecord], refs: list[ReferenceRecord], dataset:
         frame[method] = [s.mean for s in st]
         frame[f"std {method}"] = [s.std for s in st]
         frame[f"n {method}"] = [s.n for s in st]
-    if "supervised" in frame:
+    baseline = lower_bound()
+    if baseline in frame:
         for method in methods_of(fr):
-            if method != "supervised":
-                frame[f"gain {method}"] = frame[method] - frame["supervised"]
+            if method != baseline:
+                frame[f"gain {method}"] = frame[method] - frame[baseline]
     for ref in refs:
         if ref.dataset == dataset and ref.split == split and classes:
             by_norm = {_norm(k): v for k, v in ref.best.per_class.items()}
@@ -107,7 +109,7 @@ def compute_table(runs: list[RunRecord], dataset: str, num: Numbering) -> Table 
     rows = []
     for (split, method) in sorted(groups, key=lambda k: (split_sort_key(k[0]), method_sort_key(k[1]))):
         rs = groups[(split, method)]
-        sup = groups.get((split, "supervised"))
+        sup = groups.get((split, lower_bound()))
         devices = sorted({r.device or DASH for r in rs})
         row = [split, method_label(fr, method), ", ".join(devices), str(len(rs))]
         for attr, _, scale, decimals in COMPUTE_FIELDS:
