@@ -39,11 +39,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def describe_components() -> str:
-    from benchmark.grid import paper_components
     from methods.registry import all_methods
     lines = ["Components per method (paper = added over its base; the rest are inherited):"]
     for name, cls in all_methods().items():
-        paper = paper_components(cls)
+        paper = cls.paper_components()
         inherited = [c for c in cls.components if c not in paper]
         lines.append(f"  {name:<11} paper: {', '.join(paper) or '-'}"
                      + (f"; inherited: {', '.join(inherited)}" if inherited else ""))
@@ -54,10 +53,8 @@ def ablation_plan_cells(args: argparse.Namespace):
     """The plan and the cells that --component / --sweep ask for."""
     from benchmark import grid
     from benchmark.config import ConfigError
-    from benchmark.cells import cell_config
+    from benchmark.cell_plan import plan_cell
     from benchmark.runner import run_options
-    from benchmark.trainer import build_method
-    from datasets.catalog import get_spec
     from methods.registry import get
 
     sweeps = [grid.parse_sweep(text) for text in args.sweep]
@@ -76,11 +73,9 @@ def ablation_plan_cells(args: argparse.Namespace):
         cells += grid.ablation_cells(plan, component, method=args.method, splits=splits)
     if sweeps:
         opts = run_options(args, jobs=1)
-        base = grid.Cell(args.method, plan.dataset, splits[0], 0)
-        cfg = cell_config(base, opts)
-        method_obj = build_method(cfg, get_spec(cfg.data.dataset).num_classes)
+        base = plan_cell(grid.Cell(args.method, plan.dataset, splits[0], 0), opts)
         for sweep in sweeps:
-            found, default = grid.config_value(cfg, method_obj, sweep.key)
+            found, default = grid.config_value(base.config, base.method, sweep.key)
             cells += grid.sweep_cells(plan, args.method, sweep, splits=splits, default=default, has_default=found)
     return plan, cells
 

@@ -18,6 +18,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable
 
+from benchmark.cell_plan import CellPlan, cell_request
 from benchmark.grid import Cell
 from benchmark.runlock import EXIT_RUNNING_ELSEWHERE, LOCK_NAME, looks_held
 
@@ -62,33 +63,22 @@ class CellResult:
 
 
 def train_argv(cell: Cell, opts: RunOptions) -> list[str]:
-    """The `benchmark.train` arguments of a cell (without the interpreter)."""
+    """The `benchmark.train` arguments of a cell (without the interpreter): its `cell_request` as flags."""
+    request = cell_request(cell, opts)
     argv = ["--method", cell.method, "--dataset", cell.dataset, "--split", cell.split, "--seed", str(cell.seed),
-            "--profile", opts.profile, "--no-progress", "--results-dir", opts.results_dir]
-    if opts.data_root:
-        argv += ["--data-root", opts.data_root]
-    if opts.device:
-        argv += ["--device", opts.device]
+            "--profile", opts.profile, "--no-progress", "--results-dir", request["results_dir"]]
+    for key in ("data_root", "device"):
+        if request[key] is not None:
+            argv += [f"--{key.replace('_', '-')}", request[key]]
     if opts.wait_elsewhere:
         argv.append("--wait")
-    for plugin in opts.plugins:
+    for plugin in request["plugins"]:
         argv += ["--plugin", plugin]
-    if opts.cell_threads:
-        argv.append(f"train.threads={opts.cell_threads}")   # before the user's overrides, which win
-    argv += list(opts.overrides) + list(cell.overrides)
-    if cell.variant:
-        argv.append(f"output.variant={cell.variant}")
-    return argv
+    return argv + request["overrides"]
 
 
 def cell_command(cell: Cell, opts: RunOptions) -> list[str]:
     return [*opts.train_command, *train_argv(cell, opts)]
-
-
-def cell_config(cell: Cell, opts: RunOptions):
-    """The config the cell's trainer will resolve: the train CLI's own parsing of the cell's arguments."""
-    from benchmark.train import config_from_args, parse_args
-    return config_from_args(parse_args(train_argv(cell, opts)))
 
 
 @dataclass
@@ -100,20 +90,12 @@ class CellState:
     summary: dict[str, Any] | None = None
 
 
-def cell_state(cell: Cell, opts: RunOptions, validate: bool = True) -> CellState:
-    """Where the cell's run folder is and whether it is finished (complete summary.json, same config hash).
-    With `validate`, the method is built too, so a bad method key fails here rather than in N processes."""
+def cell_state(plan: CellPlan) -> CellState:
+    """Where the cell's run folder is and whether it is finished (complete summary.json, same config hash)."""
     from benchmark.runinfo import read_summary
-    from benchmark.trainer import build_method, run_dir_for
-    from datasets.catalog import get_spec
-    cfg = cell_config(cell, opts)
-    if validate:
-        build_method(cfg, get_spec(cfg.data.dataset).num_classes)
-    run_dir = run_dir_for(cfg)
-    summary = read_summary(run_dir / "summary.json")
-    digest = cfg.hash()
-    finished = bool(summary and summary.get("status") == "complete" and summary.get("config_hash") == digest)
-    return CellState(run_dir, digest, cfg.train.iters, finished, summary)
+    summary = read_summary(plan.run_dir / "summary.json")
+    finished = bool(summary and summary.get("status") == "complete" and summary.get("config_hash") == plan.config_hash)
+    return CellState(plan.run_dir, plan.config_hash, plan.config.train.iters, finished, summary)
 
 
 def child_env(opts: RunOptions) -> dict[str, str]:

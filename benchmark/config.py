@@ -101,10 +101,15 @@ class OutputConfig:
     reference: bool = False   # a grid.references cell: the report shows it as a reference column, not a split
 
 
+def _builtin_methods() -> tuple:
+    from methods.registry import builtin_names
+    return builtin_names()
+
+
 @dataclass
 class GridConfig:
     """What run_all.sh runs for a profile; training itself ignores it."""
-    methods: tuple = ("supervised", "fixmatch", "unimatch", "s4mim", "maskmatch")
+    methods: tuple = field(default_factory=_builtin_methods)   # the suite's own methods, registry order
     splits: tuple = ()        # () = the dataset's first two splits
     seeds: int = 2
     ablations: tuple = ()     # component names to ablate
@@ -127,7 +132,7 @@ class Config:
     output: OutputConfig = field(default_factory=OutputConfig)
     grid: GridConfig = field(default_factory=GridConfig)
     # `method` holds name, components and the method's own parameters; checked against the method class.
-    method: dict = field(default_factory=lambda: {"name": "supervised"})
+    method: dict = field(default_factory=lambda: {"name": _builtin_methods()[0]})   # the first registered
     # Per-method settings a profile applies when that method runs, e.g. the supervised doubled batch.
     per_method: dict = field(default_factory=dict)
     # Plugin modules (.py files or module names) imported before the method is looked up; see benchmark/plugins.py.

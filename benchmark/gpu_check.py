@@ -80,7 +80,8 @@ def train_curve(profile: str, overrides: list[str], results: Path, nproc: int = 
         if proc.returncode != 0:
             return {"error": (proc.stderr.strip().splitlines() or ["(no output)"])[-1]}
     run = next(results.rglob("summary.json")).parent
-    log = [json.loads(line) for line in (run / "train_log.jsonl").read_text().splitlines()]
+    from benchmark.run_state import read_train_log
+    log = read_train_log(run / "train_log.jsonl")
     return {"iters": [r["iter"] for r in log], "loss": [r["loss"] for r in log],
             "miou": json.loads((run / "summary.json").read_text())["last"]["miou"]}
 

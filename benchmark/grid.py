@@ -9,9 +9,8 @@ ablation `variant` with the overrides that define it. This module only decides w
                 method adds several paper components over its base, leave-one-out for each plus all-off
     sweep     = one cell per value of one config key, variant `key=value`
 
-"Paper components" of a method are the components it adds over its base: those not declared by a parent
-class or by a registered method whose components it extends, unless the class states them itself in a
-`paper_components` attribute. No method is named here.
+"Paper components" of a method are the ones its class declares its own (`Method.paper_components`: its
+`own_components`, else those its declared `base` lacks). No method is named here.
 """
 from __future__ import annotations
 
@@ -28,6 +27,11 @@ GRID_PLACEHOLDER_METHOD = "(grid)"
 _SAFE_VARIANT = re.compile(r"^[A-Za-z0-9_.=,+\-\[\]:]+$")
 
 
+def run_name(method: str, variant: str | None = "") -> str:
+    """The name of a run's folder (the one place it is built): `method`, or `method__variant` for a variant."""
+    return f"{method}__{variant}" if variant else method
+
+
 @dataclass(frozen=True)
 class Cell:
     method: str
@@ -39,8 +43,7 @@ class Cell:
 
     @property
     def run_name(self) -> str:
-        """The run folder name the trainer uses: `method` or `method__variant`."""
-        return f"{self.method}__{self.variant}" if self.variant else self.method
+        return run_name(self.method, self.variant)
 
     @property
     def key(self) -> tuple[str, str, str, int]:
@@ -190,26 +193,6 @@ def _unique(items: Iterable[str]) -> tuple[str, ...]:
 
 # --- components and ablation variants ------------------------------------------------------------------------
 
-def paper_components(method_cls: type) -> tuple[str, ...]:
-    """The components a method adds over its base. The class's own `paper_components` attribute when it sets
-    one; otherwise its components minus those of its base, where a base is a parent class (inheritance) or
-    another registered method whose components are a strict subset of this one's (composition, e.g. a
-    method that wraps UniMatch and re-exposes its switches)."""
-    own = method_cls.__dict__.get("paper_components")
-    if own is not None:
-        return tuple(own)
-    from methods.registry import all_methods
-    mine = set(method_cls.components)
-    inherited: set[str] = set()
-    for parent in method_cls.__mro__[1:]:
-        inherited.update(getattr(parent, "components", None) or {})
-    for other in all_methods().values():
-        theirs = set(other.components)
-        if other is not method_cls and theirs and theirs < mine:
-            inherited |= theirs
-    return tuple(c for c in method_cls.components if c not in inherited)
-
-
 def known_components() -> list[str]:
     from methods.registry import all_methods
     return sorted({c for cls in all_methods().values() for c in cls.components})
@@ -230,7 +213,7 @@ def component_owners(component: str, method: str | None = None) -> list[type]:
             raise MethodError(f"method {method!r} has no component {component!r}; its components: "
                               f"{', '.join(sorted(cls.components)) or 'none'}")
         return [cls]
-    introducing = [cls for cls in declared if component in paper_components(cls)]
+    introducing = [cls for cls in declared if component in cls.paper_components()]
     return introducing or declared
 
 
@@ -240,7 +223,7 @@ def component_variants(method_cls: type, component: str) -> list[Variant]:
     for every paper component plus all of them off. A component that is off by default is switched on
     instead (`with_<c>`)."""
     defaults = dict(method_cls.components)
-    paper = paper_components(method_cls)
+    paper = method_cls.paper_components()
 
     def toggle(c: str) -> Variant:
         return Variant(f"{'no' if defaults[c] else 'with'}_{c}", ((c, not defaults[c]),))

@@ -27,3 +27,13 @@ def threads_record(state: dict | None, run_dir: Path) -> list[int]:
         print(f"warning: {run_dir} resumes with {now} torch threads after {used[-1]}; its summary "
               f"records both (results can differ in the last digits)", file=sys.stderr)
     return used + [now] if now not in used else used
+
+
+# Logged scalars renamed since: old name -> new (`mask_ratio` was the share of confident pixels, not to be read
+# as MaskMatch's method.mask_ratio, the share of masked patches).
+RENAMED_SCALARS = {"mask_ratio": "confident_ratio"}
+
+
+def read_train_log(path: Path) -> list[dict]:
+    """train_log.jsonl records under today's scalar names, whatever version of the trainer wrote them."""
+    return [{RENAMED_SCALARS.get(key, key): value for key, value in record.items()} for record in read_jsonl(path)]

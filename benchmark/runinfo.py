@@ -96,7 +96,9 @@ def method_identity(cfg: Config, method) -> dict[str, Any]:
         "components": dict(method.on),
         "overrides": {k: v for k, v in cfg.method.items() if k not in ("name", "components")},
         "params": dataclasses.asdict(method.params),
+        "display_name": method.display_name or method.name,
         "from_paper_description": method.from_paper_description,
+        "significance_baseline": method.significance_baseline,
         "user_supplied": is_user_supplied(type(method)), "base": method.base or None,
     }
 

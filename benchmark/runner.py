@@ -20,8 +20,9 @@ from collections import Counter
 from pathlib import Path
 from typing import Iterable
 
-from benchmark.cells import (REPO_ROOT, TRAIN_COMMAND, CellResult, RunOptions, cell_config, cell_state, fmt_time,
-                             run_local, summary_best, train_argv)
+from benchmark.cell_plan import CellPlan, Plans
+from benchmark.cells import (REPO_ROOT, TRAIN_COMMAND, CellResult, RunOptions, cell_state, fmt_time, run_local,
+                             summary_best, train_argv)
 from benchmark.grid import Cell
 from benchmark.io import check_writable
 
@@ -87,21 +88,19 @@ def results_table(results: list[CellResult]) -> str:
     return f"{table}\n\n{len(results)} cells: {line}"
 
 
-def link_same_runs(pointers: list[Cell], same: dict[tuple, Cell], opts: RunOptions,
-                   results: list[CellResult]) -> list[CellResult]:
+def link_same_runs(same: dict[tuple, tuple[CellPlan, CellPlan]], results: list[CellResult]) -> list[CellResult]:
     """Point each reusing variant at its run once that run is finished (`same_run.json` in its folder)."""
     from benchmark.same_run import write_pointer
     outcome = {r.cell.key: r for r in results}
     linked = []
-    for cell in pointers:
-        other = same[cell.key]
-        result = outcome.get(other.key)
+    for plan, other in same.values():
+        cell, result = plan.cell, outcome.get(other.cell.key)
         if result is not None and result.status in ("done", "skipped"):
-            write_pointer(cell, other, opts)
+            write_pointer(plan, other)
             linked.append(CellResult(cell, "same run", best_miou=result.best_miou,
-                                     note=f"the {other.label} run (identical training)"))
+                                     note=f"the {other.cell.label} run (identical training)"))
         else:
-            linked.append(CellResult(cell, "not started", note=f"reuses {other.label}, which did not finish"))
+            linked.append(CellResult(cell, "not started", note=f"reuses {other.cell.label}, which did not finish"))
     return linked
 
 
@@ -248,29 +247,30 @@ def reports_dir_for(args: argparse.Namespace, opts: RunOptions) -> Path:
     return Path(opts.results_dir) / "reports"
 
 
-def prepare_data(cells: Iterable[Cell], opts: RunOptions) -> None:
+def prepare_data(plans: Iterable[CellPlan]) -> None:
     """Make each dataset available once (the embedded one is generated on first use) before cells start side
     by side, and fail early with one message if the data are missing."""
     from benchmark.data import plan_data
     seen = set()
-    for cell in cells:
-        if cell.dataset in seen:
+    for plan in plans:
+        if plan.cell.dataset in seen:
             continue
-        seen.add(cell.dataset)
-        plan_data(cell_config(cell, opts))
+        seen.add(plan.cell.dataset)
+        plan_data(plan.config)
 
 
 def execute(cells: list[Cell], args: argparse.Namespace, jobs: int, title: str = "grid") -> int:
     """Pre-check, run (local or Slurm), print the table, render the reports. Returns the exit status."""
     from benchmark.grid import dedupe
-    from benchmark.same_run import same_run_cell
+    from benchmark.same_run import same_run_of
     cells = dedupe(cells)
     opts = run_options(args, jobs)
+    plans = Plans(opts)   # each cell resolved once (config, method, run folder, hash), every cell checked here
     # Variants that would train another cell's run exactly (S4MIM without MIM = UniMatch) point to that run.
-    same = {cell.key: other for cell in cells if (other := same_run_cell(cell, opts)) is not None}
+    same = {cell.key: (plans(cell), other) for cell in cells if (other := same_run_of(plans(cell), plans))}
     pointers = [cell for cell in cells if cell.key in same]
-    cells = dedupe([cell for cell in cells if cell.key not in same] + list(same.values()))
-    states = {cell.key: cell_state(cell, opts) for cell in cells}   # validates every cell before anything runs
+    cells = dedupe([cell for cell in cells if cell.key not in same] + [other.cell for _, other in same.values()])
+    states = {cell.key: cell_state(plans(cell)) for cell in cells}
     skipped = [CellResult(c, "skipped", best_miou=summary_best(states[c.key].summary)) for c in cells
                if states[c.key].finished]
     todo = [c for c in cells if not states[c.key].finished]
@@ -292,7 +292,7 @@ def execute(cells: list[Cell], args: argparse.Namespace, jobs: int, title: str =
             print(f"{'finished' if state.finished else 'to run  '}  {cell.label:<48} "
                   f"{shlex.join(train_argv(cell, opts))}")
         for cell in pointers:
-            print(f"same run  {cell.label:<48} reuses {same[cell.key].label}")
+            print(f"same run  {cell.label:<48} reuses {same[cell.key][1].cell.label}")
         return 0
 
     results = list(skipped)
@@ -301,7 +301,7 @@ def execute(cells: list[Cell], args: argparse.Namespace, jobs: int, title: str =
         if todo:
             check_writable(Path(opts.results_dir))
         if todo and args.launcher == "local":
-            prepare_data(todo, opts)
+            prepare_data(plans(cell) for cell in todo)
             results += run_local(todo, opts, jobs, states, done_before=len(skipped), total=len(cells))
             results = wait_for_elsewhere(results, opts, jobs, states)
         elif todo:
@@ -317,7 +317,7 @@ def execute(cells: list[Cell], args: argparse.Namespace, jobs: int, title: str =
         print("\ninterrupted; rerun the same command to resume (finished cells are skipped, interrupted ones "
               "resume from their last checkpoint)", file=sys.stderr)
         return EXIT_INTERRUPTED
-    results += link_same_runs(pointers, same, opts, results)
+    results += link_same_runs(same, results)
     print("\n" + results_table(results), file=sys.stderr)
     details = failure_details(results)
     if details:

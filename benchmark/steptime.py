@@ -9,8 +9,8 @@ Each (round, method, variant) is a fresh `python -m benchmark.steptime --one MET
 trainer of a real run (same data streams, model, method and optimizer), runs `--warmup` steps (where
 torch.compile compiles), then times `--steps` optimizer steps (data loading included, as in training) and
 counts the FLOPs of one more step with FlopCounterMode. Cells alternate within a round, so slow drift of a
-shared machine hits all of them alike; the table gives the median over rounds, the ratio to `supervised`, to
-the method's base (UniMatch for S4MIM, `method.base` for MaskMatch) and to the first variant, the peak memory
+shared machine hits all of them alike; the table gives the median over rounds, the ratio to the lower bound (the first `significance_baseline` method: supervised), to
+the method's declared base (`Method.base`; MaskMatch's from `method.base`) and to the first variant, the peak memory
 (the process's peak RSS on CPU, `torch.cuda.max_memory_allocated` on a GPU), TFLOP/s and MFU (benchmark.flops).
 A variant that fails is reported in its row; the others still run. Nothing is written to results/.
 """
@@ -28,7 +28,6 @@ from pathlib import Path
 
 from benchmark.cli import run_main
 
-DEFAULT_METHODS = ("supervised", "fixmatch", "unimatch", "s4mim", "maskmatch")
 MARKER = "STEPTIME "
 # Parts of a variant; `default` is the profile as configured (and as the overrides leave it).
 VARIANTS = {"default": [], "fp32": ['train.amp="off"'], "bf16": ["train.amp=bf16"],
@@ -44,7 +43,6 @@ def measure_one(method: str, profile: str, overrides: list[str], warmup: int, st
 
     from benchmark import flops
     from benchmark.config import resolve
-    from benchmark.data import Streams
     from benchmark.trainer import Trainer
 
     with tempfile.TemporaryDirectory() as scratch:
@@ -54,7 +52,7 @@ def measure_one(method: str, profile: str, overrides: list[str], warmup: int, st
         trainer.setup()
         device = trainer.device
         total = warmup + steps + 1
-        streams = Streams(cfg, trainer.plan, trainer.method.needs(), trainer.labeled_batch, 0)
+        streams = trainer.streams(start=0)
         trainer.model.train()
         sync = torch.cuda.synchronize if device.type == "cuda" else (lambda _device: None)
         if device.type == "cuda":
@@ -73,23 +71,11 @@ def measure_one(method: str, profile: str, overrides: list[str], warmup: int, st
             memory = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024   # KiB on Linux
         flops_per_step = None if cfg.train.compile else flops.count_flops(
             lambda: trainer.train_step(streams, total - 1, total))
-        autocast_bf16 = isinstance(trainer._autocast(), torch.autocast)
+        autocast_bf16 = trainer.precision() == "bf16"
         return {"method": method, "step_s": step_s, "peak_memory_mb": memory, "device": str(device),
                 "device_name": flops.device_name(device), "precision": flops.precision_of(device, autocast_bf16),
-                "flops_per_step": flops_per_step, "base": base_of(trainer.method),
+                "flops_per_step": flops_per_step, "base": trainer.method.base or None,
                 "images_per_step": streams.images_per_step}
-
-
-def base_of(method) -> str | None:
-    """The method this one is built on, for the 'vs base' column (None for the baselines themselves)."""
-    base = getattr(method.params, "base", None)
-    if isinstance(base, str):
-        return base
-    from methods.registry import all_methods
-    for parent in type(method).__mro__[1:]:
-        if parent in all_methods().values():
-            return parent.name
-    return None
 
 
 class ChildFailed(RuntimeError):
@@ -146,7 +132,8 @@ def summarize(results: dict[tuple[str, str], list[dict]], peak: dict[str, float]
     # The arithmetic of a step does not depend on the variant: a compiled run takes its method's eager count.
     method_flops = {method: r["flops_per_step"] for (method, _), runs in ok.items() for r in runs
                     if r.get("flops_per_step")}
-    rows = []
+    from methods.registry import lower_bound
+    rows, lowest = [], lower_bound()
     for (method, variant), runs in results.items():
         if (method, variant) not in median:
             rows.append({"method": method, "variant": variant, "error": runs[-1]["error"]})
@@ -157,7 +144,7 @@ def summarize(results: dict[tuple[str, str], list[dict]], peak: dict[str, float]
         flops_per_step = method_flops.get(method)
         rows.append({"method": method, "variant": variant, "step_s": step,
                      "images_per_s": run["images_per_step"] / step,
-                     "vs_supervised": ratio(("supervised", variant)), "base": run["base"],
+                     "vs_lower_bound": ratio((lowest, variant)), "base": run["base"],
                      "vs_base": ratio((run["base"], variant)) if run["base"] else None,
                      "vs_first_variant": ratio((method, first_variant)), "peak_memory_mb": max(
                          r["peak_memory_mb"] for r in ok[(method, variant)]), "precision": run["precision"],
@@ -170,6 +157,7 @@ def summarize(results: dict[tuple[str, str], list[dict]], peak: dict[str, float]
 def table(results: dict[tuple[str, str], list[dict]], peak: dict[str, float] | None = None) -> str:
     from tabulate import tabulate
 
+    from methods.registry import lower_bound
     rows = summarize(results, peak)
     first_variant = next(iter(results))[1]
     times = lambda x: "n/a" if x is None else f"{x:.2f}x"   # noqa: E731
@@ -180,7 +168,7 @@ def table(results: dict[tuple[str, str], list[dict]], peak: dict[str, float] | N
             continue
         vs_base = f"{times(row['vs_base'])} ({row['base']})" if row["base"] else ""
         body.append([row["method"], row["variant"], f"{1000 * row['step_s']:.1f}", f"{row['images_per_s']:.1f}",
-                     times(row["vs_supervised"]), vs_base, times(row["vs_first_variant"]),
+                     times(row["vs_lower_bound"]), vs_base, times(row["vs_first_variant"]),
                      f"{row['peak_memory_mb']:.0f}",
                      "n/a" if row["tflops"] is None else f"{row['tflops']:.3g}", row["precision"],
                      "" if row["mfu"] is None else f"{100 * row['mfu']:.1f}%"])
@@ -189,7 +177,7 @@ def table(results: dict[tuple[str, str], list[dict]], peak: dict[str, float] | N
     rounds = max((row["rounds"] for row in good), default=0)
     return (f"{where}median of {rounds} round(s); MFU against the dense peak of the precision, blank where "
             f"no peak is known (--peak-tflops sets one)\n" + tabulate(
-                body, headers=["method", "variant", "ms/step", "images/s", "vs supervised", "vs base",
+                body, headers=["method", "variant", "ms/step", "images/s", f"vs {lower_bound()}", "vs base",
                                f"vs {first_variant}", "peak MB", "TFLOP/s", "precision", "MFU"],
                 tablefmt="github", disable_numparse=True))
 
@@ -201,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
         return datapipe_speed.main([arg for arg in argv if arg != "--data"])
     parser = argparse.ArgumentParser(prog="python -m benchmark.steptime", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--methods", default=",".join(DEFAULT_METHODS), help="comma-separated methods")
+    parser.add_argument("--methods", help="comma-separated methods (default: the suite's own)")
     parser.add_argument("--profile", default="default")
     parser.add_argument("--variants", default="default",
                         help=f"comma-separated variants, each parts joined by '+' from {', '.join(VARIANTS)}; "
@@ -222,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     from benchmark import flops
     from methods import registry
-    methods = [m for m in args.methods.split(",") if m]
+    methods = [m for m in args.methods.split(",") if m] if args.methods else list(registry.builtin_names())
     variants = tuple(v for v in args.variants.split(",") if v)
     for name in methods:
         registry.get(name)   # unknown → one clear error before anything runs

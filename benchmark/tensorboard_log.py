@@ -1,5 +1,5 @@
 """Optional live training curves in TensorBoard (`train.tensorboard=true`), named as the official UniMatch code
-logs them: train/loss_all, train/<loss term>, train/mask_ratio (confident ratio), train/lr, eval/mIoU and
+logs them: train/loss_all, train/<loss term>, train/confident_ratio (share of confident pixels), train/lr, eval/mIoU and
 eval/<class>_IoU, under <run folder>/tensorboard/. Off by default; the results files never depend on it.
 
 The `tensorboard` package is not a requirement of the suite (requirements-optional.txt lists it): asking for

@@ -65,15 +65,23 @@ def describe_everything() -> str:
     return "\n".join(lines)
 
 
-def config_from_args(args: argparse.Namespace):
+def run_config(*, profile: str, method=None, dataset=None, split=None, seed=None, config_file=None,
+               data_root=None, results_dir=None, device=None, overrides=(), plugins=()):
+    """The run's config from the train CLI's flags (the runner's cells resolve theirs here too)."""
     from benchmark.config import resolve
-    overrides = list(args.overrides)
-    for flag, key in ((args.data_root, "data.root"), (args.results_dir, "output.results_dir"),
-                      (args.device, "train.device")):
+    overrides = list(overrides)
+    for flag, key in ((data_root, "data.root"), (results_dir, "output.results_dir"), (device, "train.device")):
         if flag is not None:
             overrides.insert(0, f"{key}={flag}")
-    return resolve(profile=args.profile, dataset=args.dataset, method=args.method, split=args.split,
-                   seed=args.seed, config_file=args.config, overrides=overrides, plugins=args.plugin)
+    return resolve(profile=profile, dataset=dataset, method=method, split=split, seed=seed,
+                   config_file=config_file, overrides=overrides, plugins=plugins)
+
+
+def config_from_args(args: argparse.Namespace):
+    return run_config(profile=args.profile, method=args.method, dataset=args.dataset, split=args.split,
+                      seed=args.seed, config_file=args.config, data_root=args.data_root,
+                      results_dir=args.results_dir, device=args.device, overrides=args.overrides,
+                      plugins=args.plugin)
 
 
 def main(argv=None) -> int:

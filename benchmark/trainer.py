@@ -20,7 +20,7 @@ from benchmark.evaluate import evaluate
 from benchmark.io import append_jsonl, atomic_write, atomic_write_json, read_jsonl, rewrite_jsonl
 from benchmark.model import build_model
 from benchmark.qualitative import QUALITATIVE_FILE, QualitativeSaver
-from benchmark.run_state import final_evaluation, threads_record
+from benchmark.run_state import final_evaluation, read_train_log, threads_record
 from benchmark.schedule import (evaluation_interval, ohem_min_kept_per_process, per_process_batch, poly_lr,
                                 run_facts)
 from benchmark.split_lists import check_split_lists
@@ -48,10 +48,9 @@ class NonFiniteLossError(RuntimeError):
 
 def run_dir_for(cfg: Config) -> Path:
     from benchmark.data import resolve_path
-    method = cfg.method["name"]
-    run_name = f"{method}__{cfg.output.variant}" if cfg.output.variant else method
-    split = cfg.data.split
-    return resolve_path(cfg.output.results_dir) / "runs" / cfg.data.dataset / split / run_name / f"seed{cfg.train.seed}"
+    from benchmark.grid import run_name
+    return (resolve_path(cfg.output.results_dir) / "runs" / cfg.data.dataset / cfg.data.split /
+            run_name(cfg.method["name"], cfg.output.variant) / f"seed{cfg.train.seed}")
 
 
 def build_method(cfg: Config, num_classes: int, world_size: int = 1) -> Method:
@@ -133,6 +132,11 @@ class Trainer:
         self.labeled_batch = self.method.labeled_batch_size(self.batch)
         self._trainable = [p for group in self.optimizer.param_groups for p in group["params"]]
 
+    def streams(self, start: int = 0) -> Streams:
+        """The data streams of this run from step `start` (after `setup`); `train_step` draws from them."""
+        return Streams(self.cfg, self.plan, self.method.needs(), self.labeled_batch, start,
+                       self.dist.rank, self.dist.world_size)
+
     def total_steps(self, steps_per_epoch: int) -> int:
         if self.cfg.train.iters > 0:
             return self.cfg.train.iters
@@ -193,9 +197,9 @@ class Trainer:
 
     def _truncate_logs(self, step: int) -> None:
         """Drop log lines written after the checkpoint we resume from (they will be written again)."""
-        for name, key in (("metrics.jsonl", "iter"), ("train_log.jsonl", "iter")):
-            path = self.run_dir / name
-            rewrite_jsonl(path, [r for r in read_jsonl(path) if r.get(key, 0) <= step])
+        for name, read in (("metrics.jsonl", read_jsonl), ("train_log.jsonl", read_train_log)):
+            path = self.run_dir / name   # an old train log is rewritten under today's scalar names
+            rewrite_jsonl(path, [r for r in read(path) if r.get("iter", 0) <= step])
 
     # --- the loop ---------------------------------------------------------------------------------------
     def fit(self, fresh: bool = False, wait: bool = False) -> dict[str, Any]:
@@ -231,8 +235,7 @@ class Trainer:
             if state:
                 self._truncate_logs(start)
 
-        streams = Streams(self.cfg, self.plan, self.method.needs(), self.labeled_batch, start,
-                          self.dist.rank, self.dist.world_size)
+        streams = self.streams(start)
         total = self.total_steps(streams.steps_per_epoch)
         every = evaluation_interval(self.cfg.eval, total, streams.steps_per_epoch)
         images_per_step = streams.images_per_step

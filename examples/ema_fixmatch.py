@@ -51,7 +51,7 @@ class EMAFixMatch(FixMatch):
         loss_s = confident_cross_entropy(model(paste_images(u["strong1"], mix["strong1"], u["box1"])), target, thresh)
         return LossOutput(total=(loss_x + self.params.weight_u * loss_s) / 2,
                           terms={"loss_x": loss_x, "loss_s": loss_s},
-                          scalars={"mask_ratio": confident_ratio(pseudo_w, thresh)})
+                          scalars={"confident_ratio": confident_ratio(pseudo_w, thresh)})
 
     @torch.no_grad()
     def after_step(self, model, step):

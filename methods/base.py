@@ -72,29 +72,50 @@ class SameRun:
 
 class Method:
     name: ClassVar[str] = ""
+    # How reports name the method ("" = `name`), written into summary.json with the flags below.
+    display_name: ClassVar[str] = ""
     description: ClassVar[str] = ""
     views: ClassVar[frozenset[str]] = frozenset()
     components: ClassVar[dict[str, bool]] = {}
     component_help: ClassVar[dict[str, str]] = {}
+    # component -> the loss terms it adds or changes; with it off every other term stays bit-identical
+    # (tests/test_switches.py checks this for each registered method's own components).
+    component_terms: ClassVar[dict[str, tuple[str, ...]]] = {}
     # component -> the component it acts through: with the latter off, the former has no effect (the grid uses
     # this to skip ablation variants that would train exactly the same thing twice).
     component_requires: ClassVar[dict[str, str]] = {}
     Params: ClassVar[type] = NoParams
     # Our reading of an abstract-only paper: reports label its results accordingly.
     from_paper_description: ClassVar[bool] = False
-    # The registered method this one builds on ("" = none); the report's significance table compares with it.
+    # The registered method this one builds on ("" = none, a baseline). An instance may take it from its
+    # parameters (MaskMatch's method.base). Ablation grids, step-time ratios, the report's significance table
+    # and the same-run rule below all read it.
     base: ClassVar[str] = ""
+    # The paper's own components (the ablation grid's leave-one-out set); None = the components the base
+    # does not declare (all of them for a method without a base).
+    own_components: ClassVar[tuple[str, ...] | None] = None
+    # With its own components off (as they act) this method trains its base exactly: the runner then reuses
+    # the base's run for such an ablation variant (`same_run_as`). Claimed only where tests/test_same_run.py
+    # shows identical weights after training.
+    reduces_to_base: ClassVar[bool] = False
+    # The report tests every method against this one (the supervised lower bound, the strongest baseline).
+    significance_baseline: ClassVar[bool] = False
 
     def __init__(self, params: Any, components: dict[str, bool], ctx: MethodContext):
         self.params = params
-        self.on = self.resolve_components(components)
+        self.on = self.resolve_components(components, params)
         self.ctx = ctx
         self._modules = nn.ModuleDict()
 
     # --- declarations -------------------------------------------------------------------------------------
     @classmethod
-    def resolve_components(cls, overrides: dict[str, Any] | None) -> dict[str, bool]:
-        resolved = dict(cls.components)
+    def default_components(cls, params: Any = None) -> dict[str, bool]:
+        """The switches' defaults; a method whose defaults follow a parameter (MaskMatch's base) says so."""
+        return dict(cls.components)
+
+    @classmethod
+    def resolve_components(cls, overrides: dict[str, Any] | None, params: Any = None) -> dict[str, bool]:
+        resolved = cls.default_components(params)
         for key, value in (overrides or {}).items():
             if key not in cls.components:
                 known = ", ".join(sorted(cls.components)) or "none"
@@ -103,6 +124,14 @@ class Method:
                 raise MethodError(f"component {cls.name}.{key} must be true or false, got {value!r}")
             resolved[key] = value
         return resolved
+
+    @classmethod
+    def paper_components(cls) -> tuple[str, ...]:
+        """The components this method's paper adds over its base (`own_components`, else inferred)."""
+        if cls.own_components is not None:
+            return tuple(cls.own_components)
+        inherited = set(_registered(cls.base).components) if cls.base else set()
+        return tuple(c for c in cls.components if c not in inherited)
 
     @classmethod
     def effective_components(cls, on: dict[str, bool]) -> dict[str, bool]:
@@ -131,9 +160,20 @@ class Method:
         return dataclasses.replace(defaults, **typed)
 
     def same_run_as(self) -> SameRun | None:
-        """The method run this instance is identical to, if any (e.g. all of a method's own components off);
-        a method claims it only where a test shows the losses are the same on the same batch and seed."""
-        return None
+        """The base run this instance trains exactly, if any: for a method that `reduces_to_base`, with its
+        paper components off (as they act), its base with the base's parameters and switches taken from its
+        own."""
+        effective = self.effective_components(self.on)
+        if not self.reduces_to_base or not self.base or any(effective[c] for c in self.paper_components()) or self.differs_from_base():
+            return None
+        base_cls = _registered(self.base)
+        names = [f.name for f in dataclasses.fields(base_cls.Params) if hasattr(self.params, f.name)]
+        params = base_cls.Params(**{name: getattr(self.params, name) for name in names})
+        return SameRun(base_cls.name, params, {c: self.on[c] for c in base_cls.components})
+
+    def differs_from_base(self) -> bool:
+        """A setting outside the components that makes this run differ from its base even with them off."""
+        return False
 
     def needs(self) -> frozenset[str]:
         """Views this instance needs; a method may drop views its switched-off components would use."""
@@ -186,6 +226,11 @@ def coerce(value: Any, default: Any, where: str) -> Any:
 
 
 _REGISTRY: dict[str, type[Method]] = {}
+
+
+def _registered(name: str) -> type[Method]:
+    from methods.registry import get
+    return get(name)
 
 
 def register(cls: type[Method]) -> type[Method]:

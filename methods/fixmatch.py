@@ -25,6 +25,7 @@ class FixMatchParams:
 @register
 class FixMatch(Method):
     name = "fixmatch"
+    display_name = "FixMatch"
     description = "Weak-to-strong consistency with CutMix (Sohn et al. 2020; UniMatch's implementation)."
     views = frozenset({"strong1", "box1", "mix"})
     Params = FixMatchParams
@@ -49,4 +50,4 @@ class FixMatch(Method):
         loss_s = confident_cross_entropy(pred_s, pseudo_w.paste(pseudo_mix, u["box1"]), thresh)
         total = (loss_x + self.params.weight_u * loss_s) / 2
         return LossOutput(total=total, terms={"loss_x": loss_x, "loss_s": loss_s},
-                          scalars={"mask_ratio": confident_ratio(pseudo_w, thresh)})
+                          scalars={"confident_ratio": confident_ratio(pseudo_w, thresh)})

@@ -28,10 +28,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from methods.base import Batch, LossOutput, Method, MethodContext, MethodError, SameRun, StepInfo, register
+from methods.base import Batch, LossOutput, Method, MethodContext, MethodError, StepInfo, register
 from methods.common import (PADDING, PseudoLabeler, PseudoLabels, confident_cross_entropy, predict_in_eval_mode,
                             random_patch_mask)
-from methods.fixmatch import FixMatchParams
 from methods.unimatch import UniMatch, UniMatchParams
 
 BASE_COMPONENTS = ("feature_perturbation", "dual_strong")   # UniMatch's own switches
@@ -131,30 +130,37 @@ def ema_update(teacher: nn.Module, student: nn.Module, momentum: float) -> None:
 @register
 class MaskMatch(Method):
     name = "maskmatch"
+    display_name = "MaskMatch"
+    base = "fixmatch"                # the default of method.base; an instance takes its own
+    reduces_to_base = True           # with both components off and teacher `same` (differs_from_base)
     description = ("Masked-modeling consistency with multi-scale ensembled pseudo-labels on FixMatch/UniMatch "
                    "(Pan et al. 2023).")
     from_paper_description = True
     views = frozenset({"strong1", "strong2", "box1", "box2", "mix"})
+    # UniMatch's two switches are off with the default base (FixMatch) and on with method.base=unimatch.
     components = {"masked_modeling": True, "multiscale_ensemble": True,
-                  "feature_perturbation": True, "dual_strong": True}
+                  "feature_perturbation": False, "dual_strong": False}
+    own_components = ("masked_modeling", "multiscale_ensemble")
+    # The ensemble labels feed both the weak-to-strong terms and the masked branch.
+    component_terms = {**UniMatch.component_terms, "masked_modeling": ("loss_mask",),
+                       "multiscale_ensemble": ("loss_s", "loss_s1", "loss_s2", "loss_fp", "loss_mask")}
     component_help = {
         "masked_modeling": "student segments the image with mask_ratio of its patches hidden; CE to the teacher's "
                            "pseudo-labels of the complete image (L_mask)",
         "multiscale_ensemble": "pseudo-labels = mean softmax over input scales (and flips), for both the "
                                "masked and the weak-to-strong branch (CutMix source too)",
-        "feature_perturbation": "UniMatch's, with method.base=unimatch (always off with base=fixmatch)",
-        "dual_strong": "UniMatch's, with method.base=unimatch (always off with base=fixmatch)",
+        "feature_perturbation": "UniMatch's: on by default with method.base=unimatch, unavailable with fixmatch",
+        "dual_strong": "UniMatch's: on by default with method.base=unimatch, unavailable with fixmatch",
     }
     Params = MaskMatchParams
 
     def __init__(self, params: MaskMatchParams, components, ctx: MethodContext):
         super().__init__(params, components, ctx)
         self._check(params, components or {})
-        if params.base == "fixmatch":   # UniMatch with both of its switches off is FixMatch term by term
-            for name in BASE_COMPONENTS:
-                self.on[name] = False
-        base_components = {name: self.on[name] for name in BASE_COMPONENTS}
-        self.base = UniMatch(UniMatchParams(weight_fp=params.weight_fp), base_components, ctx)
+        self.base = params.base
+        # UniMatch with both of its switches off (the fixmatch base) is FixMatch term by term.
+        framework_components = {name: self.on[name] for name in BASE_COMPONENTS}
+        self.framework = UniMatch(UniMatchParams(weight_fp=params.weight_fp), framework_components, ctx)
         self.scales = tuple(float(s) for s in params.scales)
         self.mask_thresh = params.mask_conf_thresh if params.mask_conf_thresh >= 0 else ctx.loss.conf_thresh
         self.teacher: nn.Module | None = None          # the EMA copy, made from the student at the first step
@@ -182,16 +188,16 @@ class MaskMatch(Method):
             raise MethodError(f"method.scales must be a non-empty list of positive numbers, got {list(p.scales)}")
 
     def needs(self) -> frozenset[str]:
-        return self.base.needs()
+        return self.framework.needs()
 
-    def same_run_as(self) -> SameRun | None:
-        """Both components off with the student as teacher: the base method run, nothing added."""
-        if self.on["masked_modeling"] or self.on["multiscale_ensemble"] or self.params.teacher != "same":
-            return None
-        if self.params.base == "fixmatch":
-            return SameRun("fixmatch", FixMatchParams(), {})
-        return SameRun("unimatch", UniMatchParams(weight_fp=self.params.weight_fp),
-                       {name: self.on[name] for name in BASE_COMPONENTS})
+    @classmethod
+    def default_components(cls, params: MaskMatchParams | None = None) -> dict[str, bool]:
+        on_base = params is not None and params.base == "unimatch"
+        return {**cls.components, **{name: on_base for name in BASE_COMPONENTS}}
+
+    def differs_from_base(self) -> bool:
+        """An EMA teacher's labels are not the base's own, even with both components off."""
+        return self.params.teacher != "same"
 
     # --- pseudo-labels ------------------------------------------------------------------------------------
     def labeler(self, model: nn.Module, batch: Batch) -> PseudoLabeler:
@@ -200,7 +206,7 @@ class MaskMatch(Method):
         if not ensemble and same:
             return PseudoLabeler()
         teacher = model if same else self.ema_teacher(model)
-        boxes = [batch.unlabeled[box] for _, box in self.base.strong_streams()]
+        boxes = [batch.unlabeled[box] for _, box in self.framework.strong_streams()]
         mix_used = torch.stack([(box == 1).flatten(1).any(dim=1) for box in boxes]).any(dim=0)
         return EnsembleLabeler(lambda images: predict_in_eval_mode(teacher, images), batch.unlabeled["weak"],
                                batch.mix["weak"], self.scales if ensemble else (1.0,), self.params.flip and ensemble,
@@ -237,7 +243,7 @@ class MaskMatch(Method):
 
     # --- per step -----------------------------------------------------------------------------------------
     def losses(self, model, batch: Batch, step: StepInfo) -> LossOutput:
-        out = self.base.forward_unimatch(model, batch, self.labeler(model, batch))
+        out = self.framework.forward_unimatch(model, batch, self.labeler(model, batch))
         if self.on["masked_modeling"]:
             out.terms["loss_mask"] = self.masked_loss(model, batch.unlabeled, out.pseudo_w)
             out.weights["loss_mask"] = self.params.weight_mask

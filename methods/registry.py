@@ -38,6 +38,20 @@ def all_methods() -> dict[str, type[Method]]:
     return dict(_REGISTRY)
 
 
+def builtin_names() -> tuple[str, ...]:
+    """The suite's own methods, in the order of METHOD_MODULES (the default grid, the report's tables)."""
+    _load()
+    modules = {f"methods.{module}": i for i, module in enumerate(METHOD_MODULES)}
+    own = [cls for cls in _REGISTRY.values() if cls.__module__ in modules]
+    return tuple(cls.name for cls in sorted(own, key=lambda cls: modules[cls.__module__]))
+
+
+def lower_bound() -> str | None:
+    """The first significance baseline in registry order (the supervised lower bound): gains and ratios are
+    taken against it."""
+    return next((name for name in builtin_names() if _REGISTRY[name].significance_baseline), None)
+
+
 def get(name: str) -> type[Method]:
     methods = all_methods()
     if name not in methods:

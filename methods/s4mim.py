@@ -22,16 +22,17 @@ trainer calls the unwrapped model, so these calls see the same parameters and gr
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from methods.base import Batch, LossOutput, MethodContext, MethodError, SameRun, StepInfo, register
+from methods.base import Batch, LossOutput, MethodContext, MethodError, StepInfo, register
 from methods.common import PADDING, frozen_bn_statistics, patches_touching, random_patch_mask, region_patch_mask
 from methods.unimatch import UniMatch, UniMatchParams
 
+MIM_TERMS = ("loss_mim", "loss_agg", "loss_sem")
 NO_CLASS = -1   # class-map value of pixels that belong to no class (unconfident, ignored, padding)
 FILL = 0.0      # value of blanked and masked pixels: 0 after ImageNet normalisation = the dataset mean
 IMAGE_SOURCES = ("labeled", "unlabeled", "both")
@@ -147,6 +148,9 @@ def feature_aggregation_loss(features: torch.Tensor, class_map: torch.Tensor, ma
 @register
 class S4MIM(UniMatch):
     name = "s4mim"
+    display_name = "S4MIM"
+    base = "unimatch"
+    reduces_to_base = True
     description = "UniMatch + class-wise masked image modeling, feature aggregation, semantic-space MIM."
     from_paper_description = True
     components = {**UniMatch.components, "mim": True, "classwise_mim": True, "feature_agg": True,
@@ -158,6 +162,10 @@ class S4MIM(UniMatch):
         "feature_agg": "1 − cos between class-mean features of the masked and the visible part of each class",
         "semantic_mim": "segmentation of the masked input on its masked pixels against the class map (CE)",
     }
+    own_components = ("mim", "classwise_mim", "feature_agg", "semantic_mim")
+    component_terms = {**UniMatch.component_terms, "mim": MIM_TERMS, "classwise_mim": MIM_TERMS,
+                       "feature_agg": ("loss_agg",), "semantic_mim": ("loss_sem",)}
+    # Without `mim` no MIM term, module or forward exists: UniMatch exactly (Method.same_run_as).
     component_requires = {"classwise_mim": "mim", "feature_agg": "mim", "semantic_mim": "mim"}
     Params = S4MIMParams
 
@@ -176,13 +184,6 @@ class S4MIM(UniMatch):
         for key in ("weight_mim", "weight_agg", "weight_sem"):
             if getattr(params, key) < 0:
                 raise MethodError(f"method.{key} must be >= 0, got {getattr(params, key)}")
-
-    def same_run_as(self) -> SameRun | None:
-        """Without `mim` no MIM term, module or forward exists: UniMatch with the same UniMatch settings."""
-        if self.on["mim"]:
-            return None
-        base = UniMatchParams(**{f.name: getattr(self.params, f.name) for f in fields(UniMatchParams)})
-        return SameRun("unimatch", base, {name: self.on[name] for name in UniMatch.components})
 
     def trainable_modules(self) -> nn.ModuleDict:
         """The reconstruction decoder, built on first request: the trainer asks after seeding, so its

@@ -16,6 +16,8 @@ class SupervisedParams:
 @register
 class Supervised(Method):
     name = "supervised"
+    display_name = "Supervised"
+    significance_baseline = True
     description = "Labeled data only (the lower bound every method must beat)."
     views = frozenset()
     Params = SupervisedParams

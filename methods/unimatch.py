@@ -36,6 +36,10 @@ class UniMatchForward:
 @register
 class UniMatch(Method):
     name = "unimatch"
+    display_name = "UniMatch"
+    significance_baseline = True
+    # One strong stream (loss_s) instead of two; the feature-perturbed stream.
+    component_terms = {"dual_strong": ("loss_s1", "loss_s2", "loss_s"), "feature_perturbation": ("loss_fp",)}
     description = "Unified image- and feature-level perturbations with dual strong views (Yang et al. 2023)."
     views = frozenset({"strong1", "strong2", "box1", "box2", "mix"})
     components = {"feature_perturbation": True, "dual_strong": True}
@@ -88,7 +92,7 @@ class UniMatch(Method):
         if use_fp:
             terms["loss_fp"] = confident_cross_entropy(pred_w_fp, pseudo_w, thresh)
             weights["loss_fp"] = self.params.weight_fp
-        return UniMatchForward(terms, weights, pseudo_w, {"mask_ratio": confident_ratio(pseudo_w, thresh)})
+        return UniMatchForward(terms, weights, pseudo_w, {"confident_ratio": confident_ratio(pseudo_w, thresh)})
 
     @staticmethod
     def combine(out: UniMatchForward) -> LossOutput:

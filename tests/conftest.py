@@ -1,4 +1,5 @@
-"""Shared test fixtures: a transparent per-pixel model and hand-made batches."""
+"""Shared test scaffolding: a transparent per-pixel model, hand-made batches, building and stepping a method, and
+the tiny embedded dataset on disk."""
 from __future__ import annotations
 
 import os
@@ -15,7 +16,9 @@ sys.path.insert(0, str(ROOT))
 torch.set_num_threads(1)
 os.environ.setdefault("TQDM_DISABLE", "1")
 
-from methods.base import Batch  # noqa: E402
+from methods.base import Batch, LossSettings, MethodContext, StepInfo  # noqa: E402
+
+STEP = StepInfo(step=0, total_steps=10)
 
 
 class PixelModel(nn.Module):
@@ -90,3 +93,28 @@ def pixel_model():
 @pytest.fixture
 def batch():
     return make_batch()
+
+
+def build(name, components=None, thresh=0.0, **params):
+    """A registered method with 3 classes and confidence threshold `thresh`."""
+    from methods.registry import get
+    cls = get(name)
+    return cls(cls.make_params(params), components or {}, MethodContext(3, 255, LossSettings(conf_thresh=thresh)))
+
+
+def run(method, model, batch, seed=0):
+    """One step's losses, seeded as the trainer seeds: extra modules are built first (S4MIM's decoder), then
+    the step sees the same random numbers whatever those modules drew."""
+    torch.manual_seed(seed)
+    method.trainable_modules()
+    torch.manual_seed(seed)
+    return method.losses(model, batch, STEP)
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory):
+    """The tiny embedded dataset, generated once per session (tests that damage it copy it first)."""
+    from datasets.animals import generate
+    root = tmp_path_factory.mktemp("animals_tiny")
+    generate(root, variant="tiny", progress=False)
+    return root

@@ -6,6 +6,7 @@ import sys
 
 import pytest
 
+from benchmark.cell_plan import plan_cell
 from benchmark import ablate, cells, grid, runner
 from benchmark.cli import run_main
 from benchmark.config import ConfigError
@@ -31,42 +32,34 @@ class Base(Method):
 class Extension(Base):
     name = "fake_extension"
     components = {**Base.components, "x": True, "y": True, "z": False}
+    own_components = ("x", "y", "z")
 
 
 class Single(Base):
     name = "fake_single"
     components = {**Base.components, "x": True}
+    own_components = ("x",)
 
 
-class Declared(Base):
-    name = "fake_declared"
-    components = {**Base.components, "x": True, "y": True}
-    paper_components = ("y",)
+def test_paper_components_are_declared_else_what_the_declared_base_lacks():
+    assert Base.paper_components() == ("a", "b")            # no base: all of its components are its own
+    assert Extension.paper_components() == ("x", "y", "z")
 
+    class OnUniMatch(Method):
+        name = "fake_on_unimatch"
+        base = "unimatch"
+        components = {"own": True, **get("unimatch").components}
 
-def test_paper_components_are_what_a_method_adds_over_its_base():
-    assert grid.paper_components(Base) == ("a", "b")
-    assert grid.paper_components(Extension) == ("x", "y", "z")
-    assert grid.paper_components(Declared) == ("y",)
-
-
-def test_paper_components_of_a_method_that_wraps_another():
-    """A method composing a registered one (its components a strict superset) does not own the base's."""
-    unimatch = set(get("unimatch").components)
-
-    class Wrapper(Method):
-        name = "fake_wrapper"
-        components = {"own": True, **{c: True for c in unimatch}}
-
-    assert grid.paper_components(Wrapper) == ("own",)
+    assert OnUniMatch.paper_components() == ("own",)
 
 
 def test_registered_methods_paper_components():
     for cls in all_methods().values():
-        paper = grid.paper_components(cls)
+        paper = cls.paper_components()
         assert set(paper) <= set(cls.components)
-    assert set(grid.paper_components(get("unimatch"))) == set(get("unimatch").components)
-    assert grid.paper_components(get("supervised")) == ()
+        assert not cls.base or not set(paper) & set(get(cls.base).components)
+    assert set(get("unimatch").paper_components()) == set(get("unimatch").components)
+    assert get("supervised").paper_components() == ()
 
 
 def test_variants_leave_one_out_and_all_off_for_several_paper_components():
@@ -80,6 +73,7 @@ def test_variants_leave_one_out_and_all_off_for_several_paper_components():
 class Gated(Base):
     name = "fake_gated"
     components = {**Base.components, "branch": True, "detail": True, "other": True}
+    own_components = ("branch", "detail", "other")
     component_requires = {"detail": "branch"}
 
 
@@ -113,7 +107,7 @@ def test_variants_with_and_without_for_a_single_or_inherited_component():
 
 def test_owner_is_the_method_that_introduces_the_component():
     for cls in all_methods().values():
-        for component in grid.paper_components(cls):
+        for component in cls.paper_components():
             assert cls in grid.component_owners(component)
     unimatch = get("unimatch")
     inherited_by = [cls for cls in all_methods().values()
@@ -237,11 +231,11 @@ def test_ablate_reuses_a_finished_plain_cell(capsys, tmp_path, monkeypatch):
                       "a = sys.argv[1:]\n"
                       "pathlib.Path(a[a.index('--results-dir') + 1], 'calls.txt').open('a').write(' '.join(a) + '\\n')\n")
     monkeypatch.setattr(runner, "TRAIN_COMMAND", (sys.executable, str(script)))
-    monkeypatch.setattr(runner, "prepare_data", lambda cells, opts: None)
+    monkeypatch.setattr(runner, "prepare_data", lambda plans: None)
     monkeypatch.setattr(runner, "render_reports", lambda results, out: (0, "ok"))
     opts = cells.RunOptions(profile="smoke", results_dir=str(tmp_path))
     plain = Cell("unimatch", "animals_tiny", "1_128", 0)
-    state = cells.cell_state(plain, opts)
+    state = cells.cell_state(plan_cell(plain, opts))
     state.run_dir.mkdir(parents=True)
     (state.run_dir / "summary.json").write_text(json.dumps({"status": "complete", "config_hash": state.config_hash,
                                                             "best": {"miou": 40.0}}))

@@ -20,14 +20,6 @@ from benchmark.cli import run_main
 from benchmark.io import FILE_MODE, DiskFullError, atomic_write, atomic_write_json
 
 
-@pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory):
-    from datasets.animals import generate
-    root = tmp_path_factory.mktemp("animals_tiny")
-    generate(root, variant="tiny", progress=False)
-    return root
-
-
 def copied_dataset(tiny_data, tmp_path) -> tuple[str, os.PathLike]:
     """A copy under a name that does not regenerate itself, so a damaged file is reported, not repaired."""
     from datasets.catalog import all_specs, get_spec, register_spec
@@ -70,7 +62,7 @@ def test_a_data_error_inside_a_dataloader_worker_is_one_line(damage, tiny_data, 
 
 def test_an_unwritable_results_folder_stops_the_grid_before_any_cell(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(runner, "TRAIN_COMMAND", (sys.executable, "-c", "raise SystemExit(9)"))
-    monkeypatch.setattr(runner, "prepare_data", lambda cells, opts: pytest.fail("the grid started"))
+    monkeypatch.setattr(runner, "prepare_data", lambda plans: pytest.fail("the grid started"))
     blocker = tmp_path / "a_file"
     blocker.write_text("")
     code, err = exit_and_err(lambda: runner.main(["--profile", "smoke", "--results-dir", str(blocker / "results"),

@@ -7,24 +7,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from methods.base import LossSettings, MethodContext, MethodError, StepInfo
+from methods.base import MethodError, StepInfo
 from methods.common import PseudoLabeler, predict_in_eval_mode, pseudo_labels, random_patch_mask
 from methods.maskmatch import EnsembleLabeler, predict_at_scale
 from methods.registry import get
-from tests.conftest import make_batch
-
-STEP = StepInfo(step=0, total_steps=10)
+from tests.conftest import build, make_batch, run
 BOTH_OFF = {"masked_modeling": False, "multiscale_ensemble": False}
-
-
-def build(name, components=None, thresh=0.0, **params):
-    cls = get(name)
-    return cls(cls.make_params(params), components or {}, MethodContext(3, 255, LossSettings(conf_thresh=thresh)))
-
-
-def run(method, model, batch, seed=0):
-    torch.manual_seed(seed)
-    return method.losses(model, batch, STEP)
 
 
 def small_deeplab():
@@ -140,7 +128,8 @@ def test_both_components_off_is_the_base_method_exactly(base, model_kind, pixel_
     assert {k: v.item() for k, v in got.terms.items()} == {k: v.item() for k, v in expected.terms.items()}
 
 
-def test_each_switch_changes_exactly_its_own_term(pixel_model):
+def test_each_switch_against_the_base(pixel_model):
+    """Each component alone on top of the base (against the full method: tests/test_switches.py)."""
     batch = make_batch(size=16)
     thresh = 0.41   # about the median confidence of this untrained model: moved confidences move the loss
     base = run(build("fixmatch", thresh=thresh), pixel_model, batch)
@@ -158,8 +147,7 @@ def test_each_switch_changes_exactly_its_own_term(pixel_model):
     assert set(ensemble.terms) == {"loss_x", "loss_s"}
     assert torch.equal(ensemble.terms["loss_x"], base.terms["loss_x"])
     assert not torch.equal(ensemble.terms["loss_s"], base.terms["loss_s"])
-    # both on: the same ensembled labels feed the consistency branch and the masked branch
-    assert torch.equal(full.terms["loss_s"], ensemble.terms["loss_s"])
+    # both on: the ensembled labels feed the masked branch too
     assert not torch.equal(full.terms["loss_mask"], masked.terms["loss_mask"])
 
 
@@ -297,3 +285,13 @@ def test_interpretation_register_names_real_keys_and_covers_every_choice():
     covered = {e["config_key"].removeprefix("method.") for e in entries}
     assert {"base", "teacher", "patch_size", "mask_ratio", "mask_fill", "masked_view", "mask_loss_region",
             "mask_conf_thresh", "weight_mask", "scales", "flip"} <= covered
+
+
+def test_declared_defaults_are_what_runs():
+    """The class's defaults (what `train --list` shows) are the default base's: UniMatch's switches off."""
+    declared = get("maskmatch").components
+    assert build("maskmatch").on == declared and not declared["feature_perturbation"] and not declared["dual_strong"]
+    assert build("maskmatch", base="unimatch").on == {**declared, "feature_perturbation": True, "dual_strong": True}
+    from benchmark.train import describe_everything
+    listing = describe_everything().split("  maskmatch ")[1]
+    assert "feature_perturbation   off" in listing and "dual_strong            off" in listing

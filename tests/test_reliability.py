@@ -16,14 +16,6 @@ from datasets.errors import DataError
 from datasets.splits import sha256_file
 
 
-@pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory):
-    from datasets.animals import generate
-    root = tmp_path_factory.mktemp("animals_tiny")
-    generate(root, variant="tiny", progress=False)
-    return root
-
-
 def make_cfg(data_root, results, method="supervised", extra=()):
     return resolve(profile="smoke", method=method, overrides=[
         f"data.root={data_root}", f"data.split_dir={data_root}/splits", f"output.results_dir={results}",

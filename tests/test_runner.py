@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from benchmark.cell_plan import plan_cell
 from benchmark import cells, grid, runner
 from benchmark.cli import run_main
 from benchmark.grid import Cell
@@ -54,7 +55,7 @@ def fake_train(tmp_path, monkeypatch):
     script = tmp_path / "fake_train.py"
     script.write_text(FAKE_TRAIN)
     monkeypatch.setattr(runner, "TRAIN_COMMAND", (sys.executable, str(script)))
-    monkeypatch.setattr(runner, "prepare_data", lambda cells, opts: None)
+    monkeypatch.setattr(runner, "prepare_data", lambda plans: None)
     rendered = []
     monkeypatch.setattr(runner, "render_reports", lambda results, out: (rendered.append((results, out)) or 0, "ok"))
     results = tmp_path / "results"
@@ -158,7 +159,7 @@ def test_train_argv_carries_flags_overrides_and_variant():
 # --- skip / run / fail -------------------------------------------------------------------------------------
 
 def finish(cell: Cell, opts: RunOptions, status="complete", config_hash=None) -> Path:
-    state = cells.cell_state(cell, opts)
+    state = cells.cell_state(plan_cell(cell, opts))
     state.run_dir.mkdir(parents=True, exist_ok=True)
     (state.run_dir / "summary.json").write_text(json.dumps(
         {"status": status, "config_hash": config_hash or state.config_hash, "best": {"miou": 50.0}}))
@@ -315,12 +316,14 @@ def test_run_all_help():
 
 @pytest.mark.slow
 def test_run_all_smoke_end_to_end(tmp_path):
-    from benchmark.same_run import POINTER, same_run_cell
+    from benchmark.cell_plan import Plans
+    from benchmark.same_run import POINTER, same_run_of
     results = tmp_path / "results"
     plan = grid.load_plan("smoke")
     ablations = [c for component in plan.ablations for c in grid.ablation_cells(plan, component)]
     planned = grid.dedupe(grid.grid_cells(plan) + grid.reference_cells(plan) + ablations)
-    reusing = [c for c in planned if same_run_cell(c, opts_for(results))]
+    plans = Plans(opts_for(results))
+    reusing = [c for c in planned if same_run_of(plans(c), plans)]
     trained = len(planned) - len(reusing)
     assert reusing    # S4MIM without mim (if ablated) and MaskMatch all-off reuse their base runs
     proc = subprocess.run(["bash", str(ROOT / "run_all.sh"), "--profile", "smoke", "--results-dir", str(results)],
@@ -336,3 +339,15 @@ def test_run_all_smoke_end_to_end(tmp_path):
     again = subprocess.run(["bash", str(ROOT / "run_all.sh"), "--profile", "smoke", "--results-dir", str(results),
                             "--no-report"], capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert again.returncode == 0 and f"{len(planned)} cells: {trained} skipped, {len(reusing)} same run" in again.stderr
+
+
+def test_a_cell_plan_is_the_config_its_trainer_resolves():
+    """The runner resolves a cell once, from the same request its `benchmark.train` arguments carry."""
+    from benchmark.train import config_from_args, parse_args
+    cell = Cell("unimatch", "animals_tiny", "1_32", 1, "no_dual_strong", ("method.components.dual_strong=false",))
+    opts = RunOptions(profile="smoke", results_dir="/r", data_root="/d", device="cpu", overrides=("train.iters=5",),
+                      cell_threads=2)
+    plan = plan_cell(cell, opts)
+    assert plan.config.to_dict() == config_from_args(parse_args(runner.train_argv(cell, opts))).to_dict()
+    assert plan.run_dir == Path("/r/runs/animals_tiny/1_32/unimatch__no_dual_strong/seed1")
+    assert plan.method.on["dual_strong"] is False and plan.config_hash == plan.config.hash()

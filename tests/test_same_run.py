@@ -14,7 +14,8 @@ from benchmark.config import resolve
 from benchmark.grid import Cell
 from fixtures.fake_cells import use_fake_train
 from benchmark.report.results_store import load_results
-from benchmark.same_run import POINTER, same_run_cell
+from benchmark.cell_plan import Plans, plan_cell
+from benchmark.same_run import POINTER, same_run_of
 from benchmark.trainer import CHECKPOINT, Trainer, build_method
 from methods.base import SameRun
 from methods.fixmatch import FixMatchParams
@@ -46,14 +47,6 @@ def test_methods_claim_their_base_only_when_their_own_components_are_off():
         assert claim(method) is None
 
 
-@pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory):
-    from datasets.animals import generate
-    root = tmp_path_factory.mktemp("animals_tiny")
-    generate(root, variant="tiny", progress=False)
-    return root
-
-
 @pytest.mark.parametrize("method, overrides", [("s4mim", S4MIM_OFF), ("maskmatch", MASKMATCH_OFF),
                                                ("maskmatch", (*MASKMATCH_OFF, "method.base=unimatch"))])
 def test_a_claimed_same_run_trains_identical_weights(method, overrides, tiny_data, tmp_path):
@@ -75,6 +68,31 @@ def test_a_claimed_same_run_trains_identical_weights(method, overrides, tiny_dat
     assert mine["best"]["per_class"] == theirs["best"]["per_class"]
     assert my_weights.keys() == their_weights.keys()
     assert all(torch.equal(my_weights[k], their_weights[k]) for k in my_weights)
+
+
+def test_a_method_claims_its_base_only_when_it_declares_it_reduces_to_it():
+    from methods.base import Method, MethodContext
+
+    class OnFixMatch(Method):
+        name = "fake_on_fixmatch"
+        base = "fixmatch"
+        components = {"extra": True}
+
+    def claim_of(cls):
+        return cls(cls.make_params({}), {"extra": False}, MethodContext(3)).same_run_as()
+
+    assert claim_of(OnFixMatch) is None                  # a base alone does not make the run the base's
+
+    class Declared(OnFixMatch):
+        reduces_to_base = True
+
+    assert claim_of(Declared) == SameRun("fixmatch", FixMatchParams(), {})
+
+
+def same_run_cell(cell: Cell, opts: RunOptions) -> Cell | None:
+    plans = Plans(opts)
+    other = same_run_of(plans(cell), plans)
+    return other.cell if other else None
 
 
 def test_the_runner_reuses_a_run_only_when_the_resolved_configs_agree(tmp_path):
@@ -124,8 +142,7 @@ def test_run_all_trains_the_shared_run_once_and_the_report_reads_it_under_the_va
     opts = RunOptions(profile="smoke", results_dir=str(results))
     base_dir = results / "runs" / "animals_tiny" / "1_32" / "unimatch" / "seed0"
     pointer = results / "runs" / "animals_tiny" / "1_32" / "s4mim__no_mim" / "seed0" / POINTER
-    from benchmark.cells import cell_state
-    base_hash = cell_state(Cell("unimatch", "animals_tiny", "1_32", 0), opts).config_hash
+    base_hash = plan_cell(Cell("unimatch", "animals_tiny", "1_32", 0), opts).config_hash
     (base_dir / "summary.json").write_text(json.dumps({
         "status": "complete", "dataset": "animals_tiny", "split": "1_32", "method": "unimatch", "seed": 0,
         "best": {"iter": 4, "miou": 12.5, "per_class": {"background": 25.0}}, "config_hash": base_hash}))

@@ -17,14 +17,6 @@ from benchmark.schedule import (evaluation_interval, evaluation_steps, ohem_min_
 from benchmark.trainer import CHECKPOINT, Trainer, build_method, seed_everything
 
 
-@pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory):
-    from datasets.animals import generate
-    root = tmp_path_factory.mktemp("animals_tiny")
-    generate(root, variant="tiny", progress=False)
-    return root
-
-
 def make_cfg(data_root, results, method="supervised", split="1_8", extra=()):
     return resolve(profile="smoke", method=method, split=split, overrides=[
         f"data.root={data_root}", f"data.split_dir={data_root}/splits", f"output.results_dir={results}",

@@ -25,14 +25,6 @@ def assert_same_losses(plain, other):
             assert b[name] == pytest.approx(a[name], rel=rel, abs=1e-6), (step, name)
 
 
-@pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory):
-    from datasets.animals import generate
-    root = tmp_path_factory.mktemp("animals_tiny")
-    generate(root, variant="tiny", progress=False)
-    return root
-
-
 def losses(tiny_data, tmp_path, method, extra=()):
     cfg = resolve(profile="smoke", method=method, overrides=[
         f"data.root={tiny_data}", f"data.split_dir={tiny_data}/splits", f"output.results_dir={tmp_path}",

@@ -53,6 +53,6 @@ def test_training_logs_losses_confident_ratio_lr_and_val_miou(monkeypatch, tmp_p
     (writer,) = FakeWriter.instances
     assert writer.log_dir == str(trainer.run_dir / "tensorboard") and writer.closed
     tags = {tag for tag, _ in writer.scalars}
-    assert {"train/loss_all", "train/loss_x", "train/loss_s", "train/mask_ratio", "train/lr", "eval/mIoU",
+    assert {"train/loss_all", "train/loss_x", "train/loss_s", "train/confident_ratio", "train/lr", "eval/mIoU",
             "eval/bird_IoU"} <= tags
     assert sorted(step for tag, step in writer.scalars if tag == "eval/mIoU") == [2, 4]

@@ -15,14 +15,6 @@ from benchmark.trainer import CHECKPOINT, NonFiniteLossError, Trainer, poly_lr
 from methods.registry import all_methods
 
 
-@pytest.fixture(scope="session")
-def tiny_data(tmp_path_factory):
-    from datasets.animals import generate
-    root = tmp_path_factory.mktemp("animals_tiny")
-    generate(root, variant="tiny", progress=False)
-    return root
-
-
 def make_cfg(data_root, results, method="supervised", iters=4, extra=()):
     return resolve(profile="smoke", method=method, overrides=[
         f"data.root={data_root}", f"data.split_dir={data_root}/splits", f"output.results_dir={results}",
@@ -231,3 +223,11 @@ def test_a_runs_checkpoint_serves_as_backbone_weights_of_another_run(tiny_data, 
     saved = torch.load(checkpoint, weights_only=True)["model"]
     for name, value in trainer.model.backbone.state_dict().items():
         assert torch.equal(value, saved[f"backbone.{name}"]), name
+
+
+def test_an_old_train_log_reads_under_the_new_scalar_name(tmp_path):
+    """`mask_ratio` (share of confident pixels) is logged as `confident_ratio` now; old logs read the same."""
+    from benchmark.run_state import read_train_log
+    log = tmp_path / "train_log.jsonl"
+    log.write_text('{"iter": 1, "loss": 1.0, "mask_ratio": 0.4}\n{"iter": 2, "loss": 0.9, "confident_ratio": 0.5}\n')
+    assert [r["confident_ratio"] for r in read_train_log(log)] == [0.4, 0.5]

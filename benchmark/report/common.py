@@ -11,8 +11,6 @@ from benchmark.io import FILE_MODE, atomic_write
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
-# Methods whose results are our reading of an abstract-only paper (see methods/interpretations.yaml).
-PAPER_DESCRIPTION_METHODS = frozenset({"s4mim", "maskmatch"})
 PAPER_DESCRIPTION_MARK = "†"
 PAPER_DESCRIPTION_NOTE = (f"{PAPER_DESCRIPTION_MARK} our implementation from the paper's description "
                           "(only the abstract is available; choices are listed in the interpretation register).")
@@ -21,11 +19,6 @@ USER_SUPPLIED_MARK = "§"
 USER_SUPPLIED_NOTE = (f"{USER_SUPPLIED_MARK} user-supplied method: a plugin loaded with `--plugin` or an installed "
                       "package's entry point, not one of the suite's methods (see docs/adding-a-method.md).")
 
-_DISPLAY = {"supervised": "Supervised", "fixmatch": "FixMatch", "unimatch": "UniMatch", "s4mim": "S4MIM",
-            "maskmatch": "MaskMatch"}
-# Baselines first, then the two methods the suite exists for; anything else follows alphabetically.
-_METHOD_ORDER = ["supervised", "fixmatch", "unimatch", "s4mim", "maskmatch"]
-
 DASH = "—"   # a missing cell
 
 
@@ -33,15 +26,31 @@ class ReportError(ValueError):
     """A user-facing problem (bad path, unreadable input): printed as one `error:` line, exit status 2."""
 
 
-def display_name(method: str, from_paper_description: bool = False, user_supplied: bool = False) -> str:
-    name = _DISPLAY.get(method.lower(), method)
+def registered_method(method: str):
+    """The method's class where this process knows it (None: e.g. a plugin not loaded here). Its display name
+    and flags stand in for what summaries written before they were recorded lack."""
+    from methods.base import MethodError
+    from methods.registry import all_methods
+    try:
+        return all_methods().get(method)
+    except MethodError:
+        return None
+
+
+def display_name(method: str, from_paper_description: bool = False, user_supplied: bool = False,
+                 shown: str | None = None) -> str:
+    """`shown`: the name a run's summary records; else the registered class's; else the method name."""
+    cls = registered_method(method)
+    name = shown or (cls.display_name if cls is not None and cls.display_name else method)
     name = name + PAPER_DESCRIPTION_MARK if from_paper_description else name
     return name + USER_SUPPLIED_MARK if user_supplied else name
 
 
 def method_sort_key(method: str) -> tuple[int, str]:
-    m = method.lower()
-    return (_METHOD_ORDER.index(m), m) if m in _METHOD_ORDER else (len(_METHOD_ORDER), m)
+    """The suite's methods in registry order (baselines first), anything else after them alphabetically."""
+    from methods.registry import builtin_names
+    order, m = builtin_names(), method.lower()
+    return (order.index(m), m) if m in order else (len(order), m)
 
 
 def split_sort_key(split: str) -> tuple[int, float, str]:

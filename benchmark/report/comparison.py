@@ -5,7 +5,7 @@ import math
 from collections import defaultdict
 
 from benchmark.report.common import (DASH, PAPER_DESCRIPTION_NOTE, display_name, method_sort_key,
-                                     split_sort_key)
+                                     registered_method, split_sort_key)
 from benchmark.report.document import Numbering, Table
 from benchmark.report.published import PublishedEntry
 from benchmark.report.results_store import ReferenceRecord, RunRecord
@@ -55,17 +55,29 @@ def paper_flag(runs: list[RunRecord], method: str) -> bool:
     return any(r.from_paper_description for r in runs if r.method == method)
 
 
+def paper_method(method: str) -> bool:
+    """A published entry's method is our reading of a paper's description (its class says so)."""
+    cls = registered_method(method)
+    return cls is not None and cls.from_paper_description
+
+
 def user_flag(runs: list[RunRecord], method: str) -> bool:
     return any(r.user_supplied for r in runs if r.method == method)
 
 
 def method_label(runs: list[RunRecord], method: str) -> str:
     """The method's display name with its marks († paper description, § user-supplied)."""
-    return display_name(method, paper_flag(runs, method), user_flag(runs, method))
+    shown = next((r.display_name for r in runs if r.method == method and r.display_name), None)
+    return display_name(method, paper_flag(runs, method), user_flag(runs, method), shown)
 
 
 def declared_base(runs: list[RunRecord], method: str) -> str | None:
     return next((r.base for r in runs if r.method == method and r.base), None)
+
+
+def significance_baselines(runs: list[RunRecord], methods: list[str]) -> list[str]:
+    """The methods every other one is tested against (`Method.significance_baseline`), in method order."""
+    return [m for m in methods if any(r.significance_baseline for r in runs if r.method == m)]
 
 
 def stats_by(runs: list[RunRecord], metric: str) -> dict[tuple[str, str], SeedStats]:
@@ -136,12 +148,13 @@ def significance_table(runs: list[RunRecord], dataset: str, num: Numbering) -> T
     stats = stats_by(fr, "best")
     methods = methods_of(fr)
     rows = []
+    baselines = significance_baselines(fr, methods)
     for method in methods:
-        # Every method against the two baselines; a method that declares a base (a plugin) against it too.
-        for base in dict.fromkeys(("supervised", "unimatch", declared_base(fr, method) or "supervised")):
+        # Every method but the lowest baseline against the baselines, and against the base it declares.
+        if baselines and method == baselines[0]:
+            continue
+        for base in dict.fromkeys(baselines + [declared_base(fr, method) or baselines[0] if baselines else ""]):
             if method == base or base not in methods:
-                continue
-            if method == "supervised":
                 continue
             cells = [fmt_comparison(welch(stats[(method, s)], stats[(base, s)]))
                      if (method, s) in stats and (base, s) in stats else DASH for s in splits]
@@ -187,7 +200,7 @@ def published_table(runs: list[RunRecord], refs: list[ReferenceRecord], publishe
         log_best = [r.best.miou for r in ds_refs if r.method == e.method and r.split == e.split
                     and (r.backbone is None or e.backbone is None or r.backbone == e.backbone)]
         rows.append([
-            display_name(e.method, paper_flag(fr, e.method) or e.method in ("s4mim", "maskmatch")), e.split,
+            display_name(e.method, paper_flag(fr, e.method) or paper_method(e.method)), e.split,
             e.backbone or NOT_AVAILABLE, str(e.crop) if e.crop is not None else NOT_AVAILABLE,
             fmt(e.miou) if e.miou is not None else NOT_AVAILABLE,
             fmt_cell(ours) if ours is not None else DASH,
@@ -202,7 +215,7 @@ def published_table(runs: list[RunRecord], refs: list[ReferenceRecord], publishe
         notes.append(f"{len(custom)} run(s) trained on custom split lists (data.custom_splits=true, checksums in "
                      f"their summary.json) are left out of this table: their numbers are not comparable.")
     notes += [f"[{i}] {s}" for i, s in enumerate(sources, start=1)]
-    if any(e.method in ("s4mim", "maskmatch") for e in entries) or any(paper_flag(fr, m) for m in methods_of(fr)):
+    if any(paper_method(e.method) for e in entries) or any(paper_flag(fr, m) for m in methods_of(fr)):
         notes.append(PAPER_DESCRIPTION_NOTE)
     columns = ["Method", "Split", "Backbone (published)", "Crop", "Published", "Reproduced",
                "Backbone (ours)", "Δ", "Official log", "Source"]

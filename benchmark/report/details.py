@@ -8,13 +8,15 @@ from collections import Counter, defaultdict
 
 import pandas as pd
 
-from benchmark.report.common import (DASH, REPO_ROOT, PAPER_DESCRIPTION_METHODS, PAPER_DESCRIPTION_NOTE, display_name,
+from benchmark.report.common import (DASH, REPO_ROOT, PAPER_DESCRIPTION_NOTE, display_name,
                                      method_sort_key, same_run_suffix, slugify, split_sort_key)
-from benchmark.report.comparison import REFERENCE_MARK, REFERENCE_NOTE, method_label, methods_of, paper_flag
+from benchmark.report.comparison import (REFERENCE_MARK, REFERENCE_NOTE, method_label, methods_of, paper_flag,
+                                         paper_method)
 from benchmark.report.document import Numbering, Table
 from benchmark.report.published import REGISTER_FIELDS, RegisterState
 from benchmark.report.results_store import ReferenceRecord, RunRecord
 from benchmark.report.stats import fmt, seed_stats, seeds_phrase
+from methods.registry import lower_bound
 
 # ---------------------------------------------------------------------------------------------- per class
 
@@ -41,10 +43,11 @@ def per_class_frame(runs: list[RunRecord], refs: list[ReferenceRecord], dataset:
         frame[method] = [s.mean for s in st]
         frame[f"std {method}"] = [s.std for s in st]
         frame[f"n {method}"] = [s.n for s in st]
-    if "supervised" in frame:
+    baseline = lower_bound()
+    if baseline in frame:
         for method in methods_of(fr):
-            if method != "supervised":
-                frame[f"gain {method}"] = frame[method] - frame["supervised"]
+            if method != baseline:
+                frame[f"gain {method}"] = frame[method] - frame[baseline]
     for ref in refs:
         if ref.dataset == dataset and ref.split == split and classes:
             by_norm = {_norm(k): v for k, v in ref.best.per_class.items()}
@@ -106,7 +109,7 @@ def compute_table(runs: list[RunRecord], dataset: str, num: Numbering) -> Table 
     rows = []
     for (split, method) in sorted(groups, key=lambda k: (split_sort_key(k[0]), method_sort_key(k[1]))):
         rs = groups[(split, method)]
-        sup = groups.get((split, "supervised"))
+        sup = groups.get((split, lower_bound()))
         devices = sorted({r.device or DASH for r in rs})
         row = [split, method_label(fr, method), ", ".join(devices), str(len(rs))]
         for attr, _, scale, decimals in COMPUTE_FIELDS:
@@ -202,7 +205,7 @@ def versions_table(runs: list[RunRecord], num: Numbering) -> Table | None:
 
 
 def register_table(register: RegisterState, num: Numbering) -> Table | None:
-    wanted = [e for e in register.entries if str(e.get("method", "")).lower() in PAPER_DESCRIPTION_METHODS]
+    wanted = [e for e in register.entries if paper_method(str(e.get("method", "")).lower())]
     if not wanted:
         return None
     wanted.sort(key=lambda e: method_sort_key(str(e.get("method", ""))))   # stable: keeps the file order
@@ -212,8 +215,8 @@ def register_table(register: RegisterState, num: Numbering) -> Table | None:
         row[1] = display_name(str(e.get("method")), True)
         rows.append(row)
     columns = ["ID", "Method", "Topic", "Paper says", "We chose", "Why", "Config key"]
-    return Table(columns, rows, num.table("Interpretation register: what S4MIM and MaskMatch leave open, and our "
-                                          "choices."),
+    papers = " and ".join(dict.fromkeys(display_name(str(e.get("method")).lower()) for e in wanted))
+    return Table(columns, rows, num.table(f"Interpretation register: what {papers} leave open, and our choices."),
                  [PAPER_DESCRIPTION_NOTE, f"Source: `{_display_path(register.path)}`."], key_columns=2, prose=True)
 
 

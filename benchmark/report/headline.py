@@ -1,4 +1,5 @@
-"""The report's opening lines: per dataset, what each method gains over the supervised baseline where labels
+"""The report's opening lines: per dataset, what each method gains over the supervised baseline (the registry's
+`lower_bound`) where labels
 are scarcest, with the significance table's p-value, and the all-labels reference when it was run.
 
     animals, 8 labels: UniMatch +6.1 (p = 0.01), FixMatch +5.4 (p = 0.02) over supervised 38.2; all labels 55.0
@@ -13,7 +14,6 @@ from benchmark.report.comparison import full_runs, method_label, methods_of, ref
 from benchmark.report.results_store import RunRecord
 from benchmark.report.stats import welch
 
-BASELINE = "supervised"
 
 
 def labels_text(runs: list[RunRecord], split: str) -> str:
@@ -42,24 +42,26 @@ def dataset_headline(runs: list[RunRecord], dataset: str) -> str | None:
     fr = [r for r in full_runs(runs, dataset) if math.isfinite(r.best.miou)]
     if not fr:
         return None
+    from methods.registry import lower_bound
+    baseline = lower_bound()
     stats = stats_by(fr, "best")
-    with_baseline = sorted({r.split for r in fr if r.method == BASELINE}, key=split_sort_key)
+    with_baseline = sorted({r.split for r in fr if r.method == baseline}, key=split_sort_key)
     if not with_baseline:
-        return f"{dataset}: no supervised baseline run, so no gain to report."
+        return f"{dataset}: no {baseline} baseline run, so no gain to report."
     split = with_baseline[0]
-    base = stats[(BASELINE, split)]
+    base = stats[(baseline, split)]
     gains = []
     for method in methods_of(fr):
-        if method != BASELINE and (method, split) in stats:
+        if method != baseline and (method, split) in stats:
             c = welch(stats[(method, split)], base)
             gains.append((c.delta, f"{method_label(fr, method)} {c.delta:+.1f} ({p_text(c.p)})"))
     gains.sort(key=lambda g: -g[0])
     text = f"{dataset}, {labels_text(fr, split)}: "
-    text += (", ".join(g[1] for g in gains) + " over supervised") if gains else "supervised"
+    text += (", ".join(g[1] for g in gains) + f" over {baseline}") if gains else baseline
     text += f" {base.mean:.1f}"
-    refs = [r for r in reference_runs(runs, dataset) if r.method == BASELINE and math.isfinite(r.best.miou)]
+    refs = [r for r in reference_runs(runs, dataset) if r.method == baseline and math.isfinite(r.best.miou)]
     for ref_split in sorted({r.split for r in refs}, key=split_sort_key):
-        ref = stats_by(refs, "best")[(BASELINE, ref_split)]
+        ref = stats_by(refs, "best")[(baseline, ref_split)]
         where = "all labels" if ref_split == "full" else labels_text(refs, ref_split)
         text += f"; {where} {ref.mean:.1f}"
     return text

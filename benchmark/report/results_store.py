@@ -15,8 +15,9 @@ from typing import Any
 
 import yaml
 
-from benchmark.report.common import PAPER_DESCRIPTION_METHODS, ReportError, is_finite, published_backbone
+from benchmark.report.common import ReportError, is_finite, published_backbone, registered_method
 # An ablation variant that trains exactly another cell's run holds this pointer instead of its own run.
+from benchmark.grid import run_name
 from benchmark.same_run import POINTER as SAME_RUN_POINTER
 
 # Statuses whose numbers are reported. A diverged run keeps its row so the table can say "NaN (diverged)".
@@ -70,11 +71,13 @@ class RunRecord:
     num_labeled: int | None = None    # labeled images of the split, when recorded
     user_supplied: bool = False       # a plugin method, not one of the suite's (benchmark/plugins.py)
     base: str | None = None           # the method it declares it builds on (compared with in the report)
+    display_name: str | None = None   # how the method names itself (Method.display_name), when recorded
+    significance_baseline: bool = False   # every method is tested against it (Method.significance_baseline)
 
     @property
     def label(self) -> str:
         """The run name as the trainer writes it: method, or method__variant for ablation variants."""
-        return f"{self.method}__{self.variant}" if self.variant else self.method
+        return run_name(self.method, self.variant)
 
 
 @dataclass
@@ -208,7 +211,7 @@ def parse_run_folder(folder: Path) -> RunRecord:
         raise _Malformed(f"status is {status!r}, not 'complete'")
     variant = s.get("variant")
     method = s["method"]
-    paper = s.get("from_paper_description")
+    cls = registered_method(method)
     return RunRecord(
         path=folder, dataset=s["dataset"], split=str(s["split"]), method=method,
         variant=str(variant) if variant not in (None, "") else None, seed=s["seed"], status=status,
@@ -221,14 +224,17 @@ def parse_run_folder(folder: Path) -> RunRecord:
         git_commit=_opt_str(s.get("git_commit")), config_hash=_opt_str(s.get("config_hash")),
         backbone=_opt_str(s.get("backbone")) or _backbone_from_config(folder),
         report_note=_opt_str(config_value(folder, "output.report_note")) or "",
-        from_paper_description=bool(paper) if isinstance(paper, bool) else method.lower() in PAPER_DESCRIPTION_METHODS,
+        from_paper_description=_flag(s, "from_paper_description", cls),
+        significance_baseline=_flag(s, "significance_baseline", cls),
+        display_name=_opt_str(s.get("display_name")),
         params=_dict(s.get("params"), "params"),
         class_names=[str(c) for c in s["class_names"]] if isinstance(s.get("class_names"), list) else [],
         custom_splits=isinstance(s.get("split_lists"), dict) and s["split_lists"].get("custom") is True,
         world_size=_opt_int(s.get("world_size")), labeled_total_batch_size=_opt_int(s.get("labeled_total_batch_size")),
         labeled_batch_per_process=_opt_int(s.get("labeled_batch_per_process")),
         evaluations=_opt_int(s.get("evaluations")), precision=_opt_str(s.get("precision")),
-        user_supplied=s.get("user_supplied") is True, base=_opt_str(s.get("base")),
+        user_supplied=s.get("user_supplied") is True,
+        base=_opt_str(s["base"]) if "base" in s else (cls.base or None if cls is not None else None),
         reference=config_value(folder, "output.reference") is True,
         num_labeled=s["num_labeled"] if isinstance(s.get("num_labeled"), int) else None,
     )
@@ -255,14 +261,24 @@ def _parse_same_run(folder: Path) -> RunRecord:
     if cell != (run.dataset, run.split, run.seed):
         raise _Malformed(f"{SAME_RUN_POINTER} names {cell} but the run in {target} is "
                          f"{(run.dataset, run.split, run.seed)}")
-    paper = pointer.get("from_paper_description")
+    cls = registered_method(str(identity["method"]))
     # `path` stays the reused run's folder: its metrics.jsonl and config.yaml are this variant's too.
     return dataclasses.replace(
         run, method=str(identity["method"]), variant=str(identity["variant"] or "") or None,
         components=identity["components"], overrides=identity["overrides"], params=identity["params"],
-        from_paper_description=paper if isinstance(paper, bool) else run.from_paper_description,
+        from_paper_description=_flag(pointer, "from_paper_description", cls),
+        significance_baseline=_flag(pointer, "significance_baseline", cls),
+        display_name=_opt_str(pointer.get("display_name")),
         user_supplied=pointer.get("user_supplied") is True, base=_opt_str(pointer.get("base")),
         same_run_as=run.label)
+
+
+def _flag(summary: dict, key: str, cls) -> bool:
+    """A method flag from the summary; one written before the flag was recorded takes the class's."""
+    value = summary.get(key)
+    if isinstance(value, bool):
+        return value
+    return bool(getattr(cls, key, False)) if cls is not None else False
 
 
 def _dict(value: Any, where: str) -> dict:
