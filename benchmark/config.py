@@ -16,8 +16,9 @@ from typing import Any, get_origin, get_type_hints
 
 import yaml
 
+from datasets import REPO_ROOT  # noqa: F401 (benchmark modules take it from here)
+
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
-REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 class ConfigError(ValueError):

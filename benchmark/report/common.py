@@ -8,8 +8,7 @@ import tempfile
 from pathlib import Path
 
 from benchmark.io import FILE_MODE, atomic_write
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
+from datasets import REPO_ROOT  # noqa: F401 (the report modules take it from here)
 
 # Methods whose results are our reading of an abstract-only paper (see methods/interpretations.yaml).
 PAPER_DESCRIPTION_METHODS = frozenset({"s4mim", "maskmatch"})
