@@ -9,14 +9,14 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, get_origin, get_type_hints
+from typing import Any, get_type_hints
 
 import yaml
 
 from datasets import REPO_ROOT  # noqa: F401 (benchmark modules take it from here)
+from methods.settings import LossSettings, coerce
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 
@@ -72,15 +72,6 @@ class TrainConfig:
 
 
 @dataclass
-class LossConfig:
-    criterion: str = "ce"     # ce | ohem (labeled loss)
-    conf_thresh: float = 0.95
-    ohem_thresh: float = 0.7
-    ohem_min_kept: int = 200000
-    ohem_min_kept_world_size: int = 0  # processes ohem_min_kept is stated per (official: 4); 0 = per process as is
-
-
-@dataclass
 class EvalConfig:
     mode: str = ""            # whole | center_crop | sliding; "" = the dataset's default
     every: int = 0            # steps between evaluations; 0 (and every_epochs 0) = 10 evaluations per run
@@ -123,7 +114,7 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
-    loss: LossConfig = field(default_factory=LossConfig)
+    loss: LossSettings = field(default_factory=LossSettings)   # the methods layer's type (methods/settings.py)
     eval: EvalConfig = field(default_factory=EvalConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
     grid: GridConfig = field(default_factory=GridConfig)
@@ -316,46 +307,8 @@ def _from_dict(cls: type, values: dict[str, Any], prefix: str) -> Any:
         if dataclasses.is_dataclass(kind):
             kwargs[key] = _from_dict(kind, value, where + ".")
         else:
-            kwargs[key] = _typed(value, kind, where)
+            kwargs[key] = coerce(value, kind, where, ConfigError)
     return cls(**kwargs)
-
-
-def _typed(value: Any, kind: Any, where: str) -> Any:
-    origin = get_origin(kind) or kind
-    if origin is bool:
-        if isinstance(value, bool):
-            return value
-    elif origin is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.replace("_", "").lstrip("+-").isdigit():
-            return int(value)
-    elif origin is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):   # YAML 1.1 reads 1e-4 (no dot) as a string
-            try:
-                number = float(value)
-            except ValueError:
-                number = float("nan")
-            if math.isfinite(number):
-                return number
-    elif origin is str:
-        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
-            return str(value)
-    elif origin is tuple:
-        if isinstance(value, (list, tuple)):
-            return tuple(value)
-        if isinstance(value, (str, int)):
-            return (value,)
-    elif origin is dict:
-        if isinstance(value, dict):
-            return value
-    else:  # pragma: no cover - every field has one of the types above
-        return value
-    expected = {bool: "true or false", int: "an integer", float: "a number", str: "a string",
-                tuple: "a list", dict: "a mapping"}[origin]
-    raise ConfigError(f"{where} must be {expected}, got {value!r}")
 
 
 def _plain(value: Any) -> Any:

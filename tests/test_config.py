@@ -4,6 +4,7 @@ import pytest
 from benchmark.config import ConfigError, resolve
 from benchmark.trainer import build_method
 from methods.base import MethodError
+from methods.settings import LossSettings
 
 
 def test_precedence_cli_over_flags_over_profile_over_dataset(tmp_path):
@@ -65,6 +66,13 @@ def test_method_keys_checked_against_the_method():
     cfg = resolve(profile="smoke", method="unimatch", overrides=["method.components.feature_agg=false"])
     with pytest.raises(MethodError, match="feature_agg"):
         build_method(cfg, num_classes=3)
+
+
+def test_config_keys_and_method_parameters_share_one_type_conversion():
+    # YAML 1.1 reads 1e-4 (no dot) as a string: both kinds of key take it as the number it means.
+    cfg = resolve(profile="smoke", method="unimatch", overrides=["train.lr=1e-4", "method.weight_fp=1e-4"])
+    assert cfg.train.lr == 1e-4 and build_method(cfg, num_classes=3).params.weight_fp == 1e-4
+    assert isinstance(cfg.loss, LossSettings)   # the config's loss section is the methods layer's type
 
 
 def test_per_method_settings_apply_only_to_their_method(tmp_path):
