@@ -5,8 +5,9 @@
     python -m benchmark.train --plugin examples/ema_fixmatch.py --method ema_fixmatch --profile smoke
     python -m benchmark.train --method s4mim train.iters=200 method.components.feature_agg=false
 
-Overrides are dotted `section.key=value` pairs; precedence: overrides > flags > --config > profile > dataset
-YAML > defaults; overrides may stand anywhere among the flags. Relative paths (flags, overrides, --config values)
+Overrides are dotted `section.key=value` pairs; precedence: overrides > flags > --config > profile > the
+profiles it builds on (`base:`) > dataset (catalogue entry, then its YAML) > defaults; overrides may stand
+anywhere among the flags. Relative paths (flags, overrides, --config values)
 are relative to the current folder. One process trains a run folder at a time: a second one exits with status 75
 ("running elsewhere"), or with --wait waits for the first. A run resumes from its checkpoint automatically; a finished run is not redone.
 """
@@ -40,7 +41,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="if another process is training this run, wait for it to end (default: exit 75, "
                              "'running elsewhere')")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    parser.add_argument("--print-config", action="store_true",
+                        help="print the resolved config, each value with where it came from (default, dataset, "
+                             "base, profile, file, CLI), and exit")
     parser.add_argument("overrides", nargs="*", metavar="section.key=value")
     # Overrides may come before, between or after flags.
     return parser.parse_intermixed_args(argv)
@@ -65,7 +68,8 @@ def describe_everything() -> str:
     return "\n".join(lines)
 
 
-def config_from_args(args: argparse.Namespace):
+def config_from_args(args: argparse.Namespace, sources: dict[str, str] | None = None):
+    """The config the flags and overrides ask for; `sources`, when given, gets where each value came from."""
     from benchmark.config import resolve
     overrides = list(args.overrides)
     for flag, key in ((args.data_root, "data.root"), (args.results_dir, "output.results_dir"),
@@ -73,7 +77,8 @@ def config_from_args(args: argparse.Namespace):
         if flag is not None:
             overrides.insert(0, f"{key}={flag}")
     return resolve(profile=args.profile, dataset=args.dataset, method=args.method, split=args.split,
-                   seed=args.seed, config_file=args.config, overrides=overrides, plugins=args.plugin)
+                   seed=args.seed, config_file=args.config, overrides=overrides, plugins=args.plugin,
+                   sources=sources)
 
 
 def main(argv=None) -> int:
@@ -83,10 +88,11 @@ def main(argv=None) -> int:
         load_plugins(args.plugin)
         print(describe_everything())
         return 0
-    cfg = config_from_args(args)
+    sources: dict[str, str] = {}
+    cfg = config_from_args(args, sources)
     if args.print_config:
-        import yaml
-        print(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+        from benchmark.config_files import annotated_yaml
+        print(annotated_yaml(cfg.to_dict(), sources))
         return 0
     from benchmark.distributed import init_distributed
     from benchmark.trainer import Trainer
