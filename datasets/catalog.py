@@ -75,7 +75,8 @@ register_spec(DatasetSpec(
 register_spec(DatasetSpec(
     name="cityscapes", class_names=CITYSCAPES_CLASSES, splits=("1_30", "1_16", "1_8", "1_4", "1_2"),
     default_root="data/cityscapes", default_split_dir="data/splits/cityscapes", crop_size=801,
-    eval_mode="sliding", description="Cityscapes fine annotations, 19 train ids",
+    eval_mode="sliding",   # crop-size windows, stride int(2/3 crop), summed softmax
+    description="Cityscapes fine annotations, 19 train ids",
 ))
 # UniMatch evaluates COCO like Pascal, on the whole image ("original"); only Cityscapes uses sliding windows.
 register_spec(DatasetSpec(
