@@ -37,7 +37,8 @@ def load_yaml(path: Path, what: str) -> dict[str, Any]:
 
 
 def available(kind: str) -> list[str]:
-    return sorted(p.stem for p in (CONFIG_DIR / kind).glob("*.yaml"))
+    """Names to choose from; a name starting with "_" is only a base for others (e.g. _unimatch_official)."""
+    return sorted(p.stem for p in (CONFIG_DIR / kind).glob("*.yaml") if not p.stem.startswith("_"))
 
 
 def named_yaml(kind: str, name: str) -> dict[str, Any]:
