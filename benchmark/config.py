@@ -1,4 +1,4 @@
-"""Typed configuration: dataclass defaults ← dataset ← profile bases ← profile ← --config file ← CLI overrides.
+"""Typed configuration: defaults ← dataset ← profile bases ← profile ← --config file ← CLI flags and overrides.
 
 Every key is checked against the dataclasses below (or, under `method.`, against the chosen method's
 Params and components); an unknown key is an error that names its dotted path. The resolved config is

@@ -110,6 +110,16 @@ def test_a_profile_variant_is_its_base_with_a_few_lines():
     assert {**blended, "profile": "pascal"} == classic
 
 
+def test_the_gpu_profiles_share_one_statement_of_the_official_recipe():
+    from benchmark.config_files import available, profile_chain
+    assert "_unimatch_official" not in available("profiles")       # a base only, not a profile to pick
+    for profile in ("pascal", "pascal_blended", "cityscapes", "coco"):
+        assert profile_chain(profile)[0][0] == "_unimatch_official"
+        cfg = resolve(profile=profile)
+        assert (cfg.train.total_batch_size, cfg.train.amp, cfg.eval.every_epochs) == (8, "off", 1)
+        assert cfg.model.deep_stem and cfg.per_method == {"supervised": {"labeled_batch_factor": 2}}
+
+
 @pytest.fixture
 def profiles_dir(tmp_path, monkeypatch):
     from benchmark import config_files
