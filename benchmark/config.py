@@ -16,11 +16,12 @@ from typing import Any, get_type_hints
 
 import yaml
 
-from datasets import REPO_ROOT  # noqa: F401 (benchmark modules take it from here)
 from benchmark.config_files import (ConfigError, Layer, dataset_layers, deep_merge, layer_sources, load_yaml,
                                     merge_layers, profile_layers)
 from benchmark.config_files import available  # noqa: F401 (re-exported)
+from datasets import REPO_ROOT  # noqa: F401 (benchmark modules take it from here)
 from methods.settings import LossSettings, coerce
+
 
 @dataclass
 class DataConfig:

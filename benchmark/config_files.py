@@ -63,7 +63,7 @@ def dataset_layers(name: str) -> list[Layer]:
         raise ConfigError(f"unknown dataset {name!r}; known: {', '.join(sorted(all_specs()))}")
     spec = all_specs()[name]
     layers = [Layer("dataset (datasets/catalog.py)",
-                    {"data": {"dataset": name, "crop_size": spec.crop_size}, "eval": {"mode": spec.eval_mode}})]
+                    {"data": {"crop_size": spec.crop_size}, "eval": {"mode": spec.eval_mode}})]
     if (CONFIG_DIR / "datasets" / f"{name}.yaml").is_file():
         layers.append(Layer(f"dataset (configs/datasets/{name}.yaml)", named_yaml("datasets", name)))
     return layers
