@@ -5,11 +5,11 @@
     python -m benchmark.train --plugin examples/ema_fixmatch.py --method ema_fixmatch --profile smoke
     python -m benchmark.train --method s4mim train.iters=200 method.components.feature_agg=false
 
-Overrides are dotted `section.key=value` pairs; precedence: overrides > flags > --config > profile > the
-profiles it builds on (`base:`) > dataset (catalogue entry, then its YAML) > defaults; overrides may stand
-anywhere among the flags. Relative paths (flags, overrides, --config values)
-are relative to the current folder. One process trains a run folder at a time: a second one exits with status 75
-("running elsewhere"), or with --wait waits for the first. A run resumes from its checkpoint automatically; a finished run is not redone.
+Overrides are dotted `section.key=value` pairs; precedence: overrides > flags > --config > profile > the profiles
+it builds on (`base:`) > dataset (catalogue entry, then its YAML) > defaults; overrides may stand anywhere among
+the flags. Relative paths (flags, overrides, --config values) are relative to the current folder. One process
+trains a run folder at a time: a second one exits with status 75 ("running elsewhere"), or with --wait waits for
+the first. A run resumes from its checkpoint automatically; a finished run is not redone.
 """
 from __future__ import annotations
 
