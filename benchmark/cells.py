@@ -21,8 +21,8 @@ from typing import Any, Callable
 from benchmark.cell_plan import CellPlan, cell_request
 from benchmark.grid import Cell
 from benchmark.runlock import EXIT_RUNNING_ELSEWHERE, LOCK_NAME, looks_held
+from datasets import REPO_ROOT
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 TRAIN_COMMAND: tuple[str, ...] = (sys.executable, "-m", "benchmark.train")   # what a cell runs (tests swap it)
 TAIL_LINES = 25
 

@@ -1,27 +1,26 @@
-"""Typed configuration: dataclass defaults ← dataset YAML ← profile YAML ← --config file ← CLI overrides.
+"""Typed configuration: defaults ← dataset ← profile bases ← profile ← --config file ← CLI flags and overrides.
 
 Every key is checked against the dataclasses below (or, under `method.`, against the chosen method's
 Params and components); an unknown key is an error that names its dotted path. The resolved config is
-saved with every run, and its hash identifies the recipe in reports.
+saved with every run, and its hash identifies the recipe in reports. Where the layers come from (the dataset's
+catalogue entry and YAML, profiles and their bases) is benchmark/config_files.py.
 """
 from __future__ import annotations
 
 import dataclasses
 import hashlib
 import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, get_origin, get_type_hints
+from typing import Any, get_type_hints
 
 import yaml
 
-CONFIG_DIR = Path(__file__).resolve().parent / "configs"
-REPO_ROOT = Path(__file__).resolve().parent.parent
-
-
-class ConfigError(ValueError):
-    """A malformed config file, an unknown key or a value of the wrong type."""
+from benchmark.config_files import (ConfigError, Layer, dataset_layers, deep_merge, layer_sources, load_yaml,
+                                    merge_layers, profile_layers)
+from benchmark.config_files import available  # noqa: F401 (re-exported)
+from datasets import REPO_ROOT  # noqa: F401 (benchmark modules take it from here)
+from methods.settings import LossSettings, coerce
 
 
 @dataclass
@@ -71,15 +70,6 @@ class TrainConfig:
 
 
 @dataclass
-class LossConfig:
-    criterion: str = "ce"     # ce | ohem (labeled loss)
-    conf_thresh: float = 0.95
-    ohem_thresh: float = 0.7
-    ohem_min_kept: int = 200000
-    ohem_min_kept_world_size: int = 0  # processes ohem_min_kept is stated per (official: 4); 0 = per process as is
-
-
-@dataclass
 class EvalConfig:
     mode: str = ""            # whole | center_crop | sliding; "" = the dataset's default
     every: int = 0            # steps between evaluations; 0 (and every_epochs 0) = 10 evaluations per run
@@ -96,7 +86,6 @@ class OutputConfig:
     results_dir: str = "results"
     variant: str = ""         # ablation variant label; "" = the method as configured by default
     save_checkpoint: bool = True
-    report_note: str = ""     # shown under the dataset's tables in the report (e.g. what a CPU budget can tell)
     qualitative_images: int = 4   # fixed val images whose predictions are saved at each new best (0 = none)
     reference: bool = False   # a grid.references cell: the report shows it as a reference column, not a split
 
@@ -127,7 +116,7 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
-    loss: LossConfig = field(default_factory=LossConfig)
+    loss: LossSettings = field(default_factory=LossSettings)   # the methods layer's type (methods/settings.py)
     eval: EvalConfig = field(default_factory=EvalConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
     grid: GridConfig = field(default_factory=GridConfig)
@@ -157,44 +146,7 @@ class Config:
         return hashlib.sha256(blob).hexdigest()[:12]
 
 
-# --- loading and merging -------------------------------------------------------------------------------------
-
-def load_yaml(path: Path, what: str) -> dict[str, Any]:
-    if not path.is_file():
-        raise ConfigError(f"{what} not found: {path}")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
-        raise ConfigError(f"malformed YAML in {path}{where}: {getattr(exc, 'problem', exc)}") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path} must hold a mapping of config sections, found {type(data).__name__}")
-    return data
-
-
-def available(kind: str) -> list[str]:
-    return sorted(p.stem for p in (CONFIG_DIR / kind).glob("*.yaml"))
-
-
-def named_yaml(kind: str, name: str) -> dict[str, Any]:
-    path = CONFIG_DIR / kind / f"{name}.yaml"
-    if not path.is_file():
-        raise ConfigError(f"unknown {kind[:-1]} {name!r}; known: {', '.join(available(kind))}")
-    return load_yaml(path, f"{kind[:-1]} file")
-
-
-def dataset_yaml(name: str) -> dict[str, Any]:
-    """The dataset's YAML if it has one; a catalogued dataset needs none (its spec holds the facts)."""
-    if (CONFIG_DIR / "datasets" / f"{name}.yaml").is_file():
-        return named_yaml("datasets", name)
-    from datasets.catalog import all_specs
-    if name not in all_specs():
-        raise ConfigError(f"unknown dataset {name!r}; known: {', '.join(sorted(all_specs()))}")
-    return {"data": {"dataset": name}}
-
+# --- overrides and resolution ---------------------------------------------------------------------------------
 
 def parse_override(text: str) -> tuple[str, Any]:
     if "=" not in text:
@@ -254,23 +206,14 @@ def nest(dotted: dict[str, Any]) -> dict[str, Any]:
     return tree
 
 
-def deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
-    merged = dict(base)
-    for key, value in top.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = deep_merge(merged[key], value)
-        else:
-            merged[key] = value
-    return merged
-
-
 def resolve(*, profile: str = "default", dataset: str | None = None, method: str | None = None,
             split: str | None = None, seed: int | None = None, config_file: str | None = None,
-            overrides: list[str] = (), plugins: list[str] = ()) -> Config:
-    """Build the run config. Precedence: CLI overrides > CLI flags > --config > profile > dataset > defaults."""
-    layers: list[dict[str, Any]] = []
-    profile_tree = named_yaml("profiles", profile)
-    file_tree = _anchor_tree(load_yaml(Path(config_file), "config file")) if config_file else {}
+            overrides: list[str] = (), plugins: list[str] = (), sources: dict[str, str] | None = None) -> Config:
+    """Build the run config. Precedence: CLI overrides > CLI flags > --config > profile > its bases > dataset >
+    defaults. `sources`, when given, is filled with where each dotted key's value came from."""
+    upper = profile_layers(profile)
+    if config_file:
+        upper.append(Layer(f"file ({config_file})", _anchor_tree(load_yaml(Path(config_file), "config file"))))
     flags: dict[str, Any] = {"profile": profile}
     if dataset is not None:
         flags["data.dataset"] = dataset
@@ -280,17 +223,29 @@ def resolve(*, profile: str = "default", dataset: str | None = None, method: str
         flags["data.split"] = split
     if seed is not None:
         flags["train.seed"] = seed
-    cli_tree = _anchor_tree(deep_merge(nest(flags), nest(dict(parse_override(o) for o in overrides))))
+    upper.append(Layer("CLI", _anchor_tree(deep_merge(nest(flags), nest(dict(parse_override(o) for o in overrides))))))
 
-    upper = deep_merge(deep_merge(profile_tree, file_tree), cli_tree)
-    dataset_name = upper.get("data", {}).get("dataset", DataConfig.dataset)
-    layers = [dataset_yaml(dataset_name), profile_tree, file_tree, cli_tree]
-    tree: dict[str, Any] = {}
-    for layer in layers:
-        tree = deep_merge(tree, layer)
+    dataset_name = merge_layers(upper).get("data", {}).get("dataset", DataConfig.dataset)
+    layers = dataset_layers(dataset_name) + upper
+    tree = merge_layers(layers)
+    if sources is not None:
+        sources.update(layer_sources(layers))
     if plugins:   # --plugin flags add to the config's list rather than replace it
         listed = tree.get("plugins") or []
         tree["plugins"] = list(listed if isinstance(listed, (list, tuple)) else [listed]) + list(plugins)
+    return build(tree)
+
+
+# Keys that runs saved before they were retired: the report note now lives in the profile file.
+RETIRED_KEYS = (("output", "report_note"),)
+
+
+def load_run_config(path: Path) -> Config:
+    """A run's saved config.yaml, built again (keys retired since the run was trained are dropped)."""
+    tree = load_yaml(path, "run config")
+    for section, key in RETIRED_KEYS:
+        if isinstance(tree.get(section), dict):
+            tree[section].pop(key, None)
     return build(tree)
 
 
@@ -320,46 +275,8 @@ def _from_dict(cls: type, values: dict[str, Any], prefix: str) -> Any:
         if dataclasses.is_dataclass(kind):
             kwargs[key] = _from_dict(kind, value, where + ".")
         else:
-            kwargs[key] = _typed(value, kind, where)
+            kwargs[key] = coerce(value, kind, where, ConfigError)
     return cls(**kwargs)
-
-
-def _typed(value: Any, kind: Any, where: str) -> Any:
-    origin = get_origin(kind) or kind
-    if origin is bool:
-        if isinstance(value, bool):
-            return value
-    elif origin is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.replace("_", "").lstrip("+-").isdigit():
-            return int(value)
-    elif origin is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):   # YAML 1.1 reads 1e-4 (no dot) as a string
-            try:
-                number = float(value)
-            except ValueError:
-                number = float("nan")
-            if math.isfinite(number):
-                return number
-    elif origin is str:
-        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
-            return str(value)
-    elif origin is tuple:
-        if isinstance(value, (list, tuple)):
-            return tuple(value)
-        if isinstance(value, (str, int)):
-            return (value,)
-    elif origin is dict:
-        if isinstance(value, dict):
-            return value
-    else:  # pragma: no cover - every field has one of the types above
-        return value
-    expected = {bool: "true or false", int: "an integer", float: "a number", str: "a string",
-                tuple: "a list", dict: "a mapping"}[origin]
-    raise ConfigError(f"{where} must be {expected}, got {value!r}")
 
 
 def _plain(value: Any) -> Any:

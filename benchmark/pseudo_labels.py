@@ -58,14 +58,14 @@ def measure(run_dir: Path, threshold: float | None = None, progress: bool = True
     from torch.utils.data import DataLoader
     from tqdm import tqdm
 
-    from benchmark.config import ConfigError, build, load_yaml
+    from benchmark.config import ConfigError, load_run_config
     from benchmark.data import plan_data
     from benchmark.model import build_model
     from benchmark.trainer import CHECKPOINT
     from datasets.semi import SemiDataset
     from datasets.splits import read_split_file, split_paths
 
-    cfg = build(load_yaml(run_dir / "config.yaml", "run config"))
+    cfg = load_run_config(run_dir / "config.yaml")
     checkpoint = run_dir / CHECKPOINT
     if not checkpoint.is_file():
         raise ConfigError(f"no checkpoint in {run_dir} (output.save_checkpoint=false, or the run never started)")

@@ -5,10 +5,11 @@
     python -m benchmark.train --plugin examples/ema_fixmatch.py --method ema_fixmatch --profile smoke
     python -m benchmark.train --method s4mim train.iters=200 method.components.feature_agg=false
 
-Overrides are dotted `section.key=value` pairs; precedence: overrides > flags > --config > profile > dataset
-YAML > defaults; overrides may stand anywhere among the flags. Relative paths (flags, overrides, --config values)
-are relative to the current folder. One process trains a run folder at a time: a second one exits with status 75
-("running elsewhere"), or with --wait waits for the first. A run resumes from its checkpoint automatically; a finished run is not redone.
+Overrides are dotted `section.key=value` pairs; precedence: overrides > flags > --config > profile > the profiles
+it builds on (`base:`) > dataset (catalogue entry, then its YAML) > defaults; overrides may stand anywhere among
+the flags. Relative paths (flags, overrides, --config values) are relative to the current folder. One process
+trains a run folder at a time: a second one exits with status 75 ("running elsewhere"), or with --wait waits for
+the first. A run resumes from its checkpoint automatically; a finished run is not redone.
 """
 from __future__ import annotations
 
@@ -40,7 +41,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="if another process is training this run, wait for it to end (default: exit 75, "
                              "'running elsewhere')")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    parser.add_argument("--print-config", action="store_true",
+                        help="print the resolved config, each value with where it came from (default, dataset, "
+                             "base, profile, file, CLI), and exit")
     parser.add_argument("overrides", nargs="*", metavar="section.key=value")
     # Overrides may come before, between or after flags.
     return parser.parse_intermixed_args(argv)
@@ -66,22 +69,23 @@ def describe_everything() -> str:
 
 
 def run_config(*, profile: str, method=None, dataset=None, split=None, seed=None, config_file=None,
-               data_root=None, results_dir=None, device=None, overrides=(), plugins=()):
-    """The run's config from the train CLI's flags (the runner's cells resolve theirs here too)."""
+               data_root=None, results_dir=None, device=None, overrides=(), plugins=(), sources=None):
+    """The run's config from the train CLI's flags (the runner's cells resolve theirs here too); `sources`,
+    when given, gets where each value came from."""
     from benchmark.config import resolve
     overrides = list(overrides)
     for flag, key in ((data_root, "data.root"), (results_dir, "output.results_dir"), (device, "train.device")):
         if flag is not None:
             overrides.insert(0, f"{key}={flag}")
     return resolve(profile=profile, dataset=dataset, method=method, split=split, seed=seed,
-                   config_file=config_file, overrides=overrides, plugins=plugins)
+                   config_file=config_file, overrides=overrides, plugins=plugins, sources=sources)
 
 
-def config_from_args(args: argparse.Namespace):
+def config_from_args(args: argparse.Namespace, sources: dict[str, str] | None = None):
     return run_config(profile=args.profile, method=args.method, dataset=args.dataset, split=args.split,
                       seed=args.seed, config_file=args.config, data_root=args.data_root,
                       results_dir=args.results_dir, device=args.device, overrides=args.overrides,
-                      plugins=args.plugin)
+                      plugins=args.plugin, sources=sources)
 
 
 def main(argv=None) -> int:
@@ -91,10 +95,11 @@ def main(argv=None) -> int:
         load_plugins(args.plugin)
         print(describe_everything())
         return 0
-    cfg = config_from_args(args)
+    sources: dict[str, str] = {}
+    cfg = config_from_args(args, sources)
     if args.print_config:
-        import yaml
-        print(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+        from benchmark.config_files import annotated_yaml
+        print(annotated_yaml(cfg.to_dict(), sources))
         return 0
     from benchmark.distributed import init_distributed
     from benchmark.trainer import Trainer

@@ -3,6 +3,7 @@ evaluation, checkpoints, resume and result files — happens here, identically f
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import random
 import time
@@ -26,7 +27,7 @@ from benchmark.schedule import (evaluation_interval, ohem_min_kept_per_process, 
 from benchmark.split_lists import check_split_lists
 from benchmark.tensorboard_log import TensorBoardLog
 from methods import registry
-from methods.base import Batch, LossSettings, Method, MethodContext, StepInfo
+from methods.base import Batch, Method, MethodContext, StepInfo
 
 CHECKPOINT = "checkpoint.pt"
 
@@ -60,9 +61,8 @@ def build_method(cfg: Config, num_classes: int, world_size: int = 1) -> Method:
     components = values.pop("components", None) or {}
     if not isinstance(components, dict):
         raise ConfigError(f"method.components must be a mapping of component: true/false, got {components!r}")
-    loss = LossSettings(criterion=cfg.loss.criterion, conf_thresh=cfg.loss.conf_thresh,
-                        ohem_thresh=cfg.loss.ohem_thresh,
-                        ohem_min_kept=ohem_min_kept_per_process(cfg, world_size))
+    loss = dataclasses.replace(cfg.loss, ohem_min_kept=ohem_min_kept_per_process(cfg, world_size),
+                               ohem_min_kept_world_size=0)   # already per process
     return method_cls(method_cls.make_params(values), components, MethodContext(num_classes, 255, loss))
 
 

@@ -29,12 +29,11 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from datasets import manifest
+from datasets import REPO_ROOT, manifest
 from datasets.catalog import DatasetSpec, get_spec
 from datasets.errors import DataError
 from datasets.splits import LABELED_FILE, UNLABELED_FILE, VAL_FILE, read_split_file, sha256_file
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 REAL_DATASETS = tuple(sorted({path.split("/")[0] for path in manifest.FILES}))
 DEFAULT_SAMPLE = 200
 DOWNLOAD_TIMEOUT_S = 60

@@ -13,19 +13,13 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from methods.settings import LossSettings, coerce
+
 VIEW_NAMES = frozenset({"strong1", "strong2", "box1", "box2", "mix"})
 
 
 class MethodError(ValueError):
     """Unknown method or component, or a bad method parameter."""
-
-
-@dataclass(frozen=True)
-class LossSettings:
-    criterion: str = "ce"          # "ce" | "ohem" (labeled loss; Cityscapes uses OHEM)
-    conf_thresh: float = 0.95      # pseudo-label confidence threshold
-    ohem_thresh: float = 0.7
-    ohem_min_kept: int = 200000
 
 
 @dataclass(frozen=True)
@@ -156,7 +150,7 @@ class Method:
         defaults = cls.Params()
         typed = {}
         for key, value in values.items():
-            typed[key] = coerce(value, getattr(defaults, key), f"method.{key}")
+            typed[key] = coerce(value, type(getattr(defaults, key)), f"method.{key}", MethodError)
         return dataclasses.replace(defaults, **typed)
 
     def same_run_as(self) -> SameRun | None:
@@ -198,31 +192,6 @@ class Method:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         pass
-
-
-def coerce(value: Any, default: Any, where: str) -> Any:
-    """Convert a YAML/CLI value to the type of its default, or raise naming the key."""
-    if isinstance(default, bool):
-        if isinstance(value, bool):
-            return value
-        raise MethodError(f"{where} must be true or false, got {value!r}")
-    if isinstance(default, int) and not isinstance(default, bool):
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        raise MethodError(f"{where} must be an integer, got {value!r}")
-    if isinstance(default, float):
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        raise MethodError(f"{where} must be a number, got {value!r}")
-    if isinstance(default, str):
-        if isinstance(value, str):
-            return value
-        raise MethodError(f"{where} must be a string, got {value!r}")
-    if isinstance(default, tuple):
-        if isinstance(value, (list, tuple)):
-            return tuple(value)
-        raise MethodError(f"{where} must be a list, got {value!r}")
-    return value
 
 
 _REGISTRY: dict[str, type[Method]] = {}

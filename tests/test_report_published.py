@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import math
 
-from benchmark.report.published import DEFAULT_PUBLISHED, load_published, load_register
+from benchmark.report.published import DEFAULT_PUBLISHED, DEFAULT_REGISTER, load_published, load_register
 from benchmark.report.stats import fmt_cell, seed_stats, welch
 
 # Copied from the reference notes (section 3, "Published numbers"): UniMatch README tables.
@@ -42,6 +42,22 @@ def test_paper_methods_present_and_null():
 def test_register_absent_is_not_an_error(tmp_path):
     state = load_register(tmp_path / "interpretations.yaml")
     assert state.entries == [] and state.problem.startswith("register not found")
+
+
+def test_default_register_is_the_shipped_folder():
+    state = load_register(DEFAULT_REGISTER)
+    assert DEFAULT_REGISTER.is_dir() and state.problem is None
+    assert {"s4mim", "maskmatch"} <= {entry["method"] for entry in state.entries}
+
+
+def test_register_reads_exactly_the_path_given(tmp_path):
+    folder = tmp_path / "interpretations"
+    folder.mkdir()
+    (folder / "m.yaml").write_text("- {id: m-1, method: m}\n")
+    assert load_register(tmp_path / "interpretations.yaml").problem.startswith("register not found")  # no fallback
+    (folder / "wrapped.yaml").write_text("entries:\n  - {id: m-2, method: m}\n")
+    state = load_register(folder)
+    assert [e["id"] for e in state.entries] == ["m-1"] and "wrapped.yaml is not a YAML list" in state.problem
 
 
 def test_seed_statistics_and_tests():

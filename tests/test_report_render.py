@@ -1,6 +1,7 @@
 """End-to-end rendering of a fixture results tree: table cells, notes, Markdown/PDF parity, idempotency."""
 from __future__ import annotations
 
+import json
 import math
 import re
 import shutil
@@ -9,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from benchmark.config_files import profile_report_note
 from benchmark.report.__main__ import main
 from fixtures.report_factory import write_register, write_run
 
@@ -53,9 +55,13 @@ def build_tree(results: Path) -> None:
         for seed, best in enumerate(vals):
             write_run(results, "pascal", "92", "maskmatch", seed, best, variant=f"method.mask_ratio={ratio}",
                       overrides={"patch_size": 32, "mask_ratio": ratio})
-    for seed in (0, 1):   # the note a profile sets (output.report_note) reaches the report once
-        config = results / "runs" / "pascal" / "92" / "unimatch" / f"seed{seed}" / "config.yaml"
-        config.write_text(config.read_text() + "output: {report_note: Trained at a toy budget.}\n")
+    for seed in (0, 1):   # runs of the default profile; the note the profile file sets reaches the report once
+        folder = results / "runs" / "pascal" / "92" / "unimatch" / f"seed{seed}"
+        summary = json.loads((folder / "summary.json").read_text())
+        (folder / "summary.json").write_text(json.dumps({**summary, "profile": "default"}))
+        # written by older code: a note copied into the run's config is no longer read
+        (folder / "config.yaml").write_text((folder / "config.yaml").read_text() +
+                                            "output: {report_note: Trained at a toy budget.}\n")
     broken = results / "runs" / "pascal" / "92" / "fixmatch" / "seed7"
     broken.mkdir(parents=True)
     (broken / "summary.json").write_text('{"dataset": "pascal", ')       # truncated write
@@ -127,10 +133,11 @@ def test_main_table_mean_std_missing_nan_and_one_seed(rendered):
 
 
 def test_profile_note_is_shown_once_under_its_dataset(rendered):
-    md = rendered["md"]
-    assert md.count("Trained at a toy budget.") == 1
-    assert md.index("Dataset: pascal") < md.index("Trained at a toy budget.") < md.index("Table 1.")
-    assert "Trained at a toy budget." in rendered["pdf"]
+    md, note = rendered["md"], profile_report_note("default")
+    assert note.startswith("Embedded CPU profile") and md.count(note) == 1
+    assert md.index("Dataset: pascal") < md.index(note) < md.index("Table 1.")
+    assert "Embedded CPU profile" in rendered["pdf"]
+    assert "Trained at a toy budget." not in md    # the profile file's note, not the copy in old runs' configs
 
 
 def test_significance_vs_baselines(rendered):

@@ -2,6 +2,7 @@
 the CutMix source's ids, the evaluation cadence, the batch per process, OHEM's floor and the precision."""
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 
@@ -173,7 +174,7 @@ def test_ohem_min_kept_is_scaled_to_the_official_per_process_floor():
     assert [ohem_min_kept_per_process(cfg, w) for w in (1, 2, 4)] == [800000, 400000, 200000]
     assert build_method(cfg, 19, world_size=1).ctx.loss.ohem_min_kept == 800000
     assert build_method(cfg, 19, world_size=4).ctx.loss.ohem_min_kept == 200000
-    cfg.loss.ohem_min_kept_world_size = 0                  # not stated: min_kept as given, per process
+    cfg.loss = dataclasses.replace(cfg.loss, ohem_min_kept_world_size=0)   # not stated: min_kept as given, per process
     assert ohem_min_kept_per_process(cfg, 1) == 200000
 
 

@@ -25,7 +25,7 @@ Re-rendering the same results gives the same files."""
 EPILOG = """\
 examples:
   python -m benchmark.report
-  python -m benchmark.report --results results --out reports --register methods/interpretations.yaml
+  python -m benchmark.report --results results --out reports --register methods/interpretations
   python -m benchmark.report import-log pascal-classic-r101-92-run1.log --dataset pascal --split 92 \\
       --name "UniMatch official (run 1)"
 
@@ -47,7 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--results", type=Path, default=Path("results"), help="results folder (default: results)")
     p.add_argument("--out", type=Path, default=Path("reports"), help="output folder (default: reports)")
     p.add_argument("--register", type=Path, default=DEFAULT_REGISTER,
-                   help="interpretation register YAML (default: methods/interpretations.yaml of this checkout)")
+                   help="interpretation register: a folder of YAML lists, one per method, or one such file "
+                        "(default: methods/interpretations/ of this checkout)")
     p.add_argument("--published", type=Path, default=DEFAULT_PUBLISHED,
                    help="published numbers YAML (default: benchmark/data/published.yaml)")
     p.add_argument("--latex-only", action="store_true",

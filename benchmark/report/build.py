@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from benchmark.config_files import profile_report_note
 from benchmark.report import ablation, comparison, details, figures, qualitative
 from benchmark.report.common import (PAPER_DESCRIPTION_NOTE, REPO_ROOT, USER_SUPPLIED_NOTE, display_name, slugify,
                                      split_sort_key, write_text_atomic)
@@ -82,7 +83,9 @@ class _Builder:
         self.doc.add(Heading("1. Main comparison", 2))
         for ds in self.store.datasets():
             self.doc.add(Heading(f"Dataset: {ds}", 3))
-            for note in dict.fromkeys(r.report_note for r in self.store.runs if r.dataset == ds and r.report_note):
+            # The note is the profile file's (`report_note:`), as this checkout has it, not a copy in each run.
+            profiles = dict.fromkeys(r.profile for r in self.store.runs if r.dataset == ds and r.profile)
+            for note in dict.fromkeys(filter(None, map(profile_report_note, profiles))):
                 self.doc.add(Paragraph(f"**Note.** {note}", small=True))
             for metric in ("best", "last"):
                 self.doc.add(comparison.main_table(self.store.runs, self.store.references, ds, metric, self.num))

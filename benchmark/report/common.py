@@ -8,8 +8,7 @@ import tempfile
 from pathlib import Path
 
 from benchmark.io import FILE_MODE, atomic_write
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
+from datasets import REPO_ROOT  # noqa: F401 (the report modules take it from here)
 
 PAPER_DESCRIPTION_MARK = "†"
 PAPER_DESCRIPTION_NOTE = (f"{PAPER_DESCRIPTION_MARK} our implementation from the paper's description "

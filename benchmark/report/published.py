@@ -1,4 +1,5 @@
-"""Published numbers (benchmark/data/published.yaml) and the interpretation register (methods/interpretations.yaml).
+"""Published numbers (benchmark/data/published.yaml) and the interpretation register (methods/interpretations/,
+one YAML list per method).
 
 Both are user-editable YAML. The published file is product data: a broken one is an error naming the group.
 The register may not exist yet: the report then says "register not found" instead of failing.
@@ -14,7 +15,7 @@ import yaml
 from benchmark.report.common import REPO_ROOT, ReportError
 
 DEFAULT_PUBLISHED = REPO_ROOT / "benchmark" / "data" / "published.yaml"
-DEFAULT_REGISTER = REPO_ROOT / "methods" / "interpretations.yaml"
+DEFAULT_REGISTER = REPO_ROOT / "methods" / "interpretations"
 REGISTER_FIELDS = ("id", "method", "topic", "paper_says", "we_chose", "why", "config_key")
 
 
@@ -75,11 +76,8 @@ class RegisterState:
 
 
 def load_register(path: Path) -> RegisterState:
-    """One YAML list, or a folder of them (one file per method). `x.yaml` missing but folder `x/` present: the
-    folder is read, so either layout of methods/interpretations works with the default path."""
+    """A folder of YAML lists of entries (one file per method, as methods/interpretations/), or one such file."""
     path = Path(path)
-    if not path.exists() and path.suffix in (".yaml", ".yml") and path.with_suffix("").is_dir():
-        path = path.with_suffix("")
     if not path.exists():
         return RegisterState(path, [], f"register not found ({path})")
     files = sorted(path.glob("*.y*ml")) if path.is_dir() else [path]
@@ -93,8 +91,6 @@ def load_register(path: Path) -> RegisterState:
             continue
         if data is None:
             continue
-        if isinstance(data, dict) and isinstance(data.get("entries"), list):   # tolerate a wrapped list
-            data = data["entries"]
         if not isinstance(data, list):
             problems.append(f"register file {f} is not a YAML list of entries")
             continue

@@ -58,7 +58,6 @@ class RunRecord:
     from_paper_description: bool = False
     params: dict[str, Any] = field(default_factory=dict)       # resolved method parameters, when recorded
     class_names: list[str] = field(default_factory=list)      # evaluation order of the classes
-    report_note: str = ""                                      # output.report_note of the run's profile
     same_run_as: str | None = None    # label of the run this variant reuses (identical training), if any
     custom_splits: bool = False       # trained on split lists other than the pinned official ones
     # The recipe as trained (absent from summaries written before these were recorded)
@@ -223,7 +222,6 @@ def parse_run_folder(folder: Path) -> RunRecord:
         device=_opt_str(s.get("device")), versions=s.get("versions") if isinstance(s.get("versions"), dict) else {},
         git_commit=_opt_str(s.get("git_commit")), config_hash=_opt_str(s.get("config_hash")),
         backbone=_opt_str(s.get("backbone")) or _backbone_from_config(folder),
-        report_note=_opt_str(config_value(folder, "output.report_note")) or "",
         from_paper_description=_flag(s, "from_paper_description", cls),
         significance_baseline=_flag(s, "significance_baseline", cls),
         display_name=_opt_str(s.get("display_name")),
