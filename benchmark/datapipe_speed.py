@@ -109,12 +109,14 @@ def workers_needed(figures: dict, step_rate: float, batch: int) -> dict:
 
 
 def step_rate_from(steptime_json: str) -> float:
-    """The fastest UniMatch variant's steps/s from `python -m benchmark.steptime --json FILE`."""
+    """The fastest variant's steps/s of the strongest baseline (UniMatch; else of any method) from
+    `python -m benchmark.steptime --json FILE`."""
+    from methods.registry import strongest_baseline
     rows = [row for row in json.loads(Path(steptime_json).read_text()) if "step_s" in row]
-    unimatch = [row for row in rows if row["method"] == "unimatch"] or rows
-    if not unimatch:
+    target = [row for row in rows if row["method"] == strongest_baseline()] or rows
+    if not target:
         raise ValueError(f"{steptime_json} holds no timed step")
-    return 1.0 / min(row["step_s"] for row in unimatch)
+    return 1.0 / min(row["step_s"] for row in target)
 
 
 def table(results: list[dict], step_rate: float | None, batch: int) -> str:

@@ -52,6 +52,17 @@ def lower_bound() -> str | None:
     return next((name for name in builtin_names() if _REGISTRY[name].significance_baseline), None)
 
 
+def strongest_baseline() -> str | None:
+    """The last significance baseline in registry order (UniMatch, the framework the paper methods build on):
+    the method whose step the GPU diagnostics time and whose official logs the report imports."""
+    return next((name for name in reversed(builtin_names()) if _REGISTRY[name].significance_baseline), None)
+
+
+def baselines() -> tuple[str, ...]:
+    """The suite's methods that are not our reading of a paper's description (the published baselines)."""
+    return tuple(name for name in builtin_names() if not _REGISTRY[name].from_paper_description)
+
+
 def get(name: str) -> type[Method]:
     methods = all_methods()
     if name not in methods:

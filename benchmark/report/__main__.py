@@ -62,7 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("--name", required=True, help='row label in the report, e.g. "UniMatch official (run 1)"')
     imp.add_argument("--dataset", help="dataset name (default: from the log's config)")
     imp.add_argument("--split", help="split name, e.g. 92 or 1_16 (default: from the log's labeled_id_path)")
-    imp.add_argument("--method", default="unimatch", help="method the log trained (default: unimatch)")
+    imp.add_argument("--method", help="method the log trained (default: the strongest baseline, unimatch, whose "
+                                      "official code writes these logs)")
     imp.add_argument("--backbone", help="backbone (default: from the log's config)")
     imp.add_argument("--results", type=Path, default=argparse.SUPPRESS, help="results folder (default: results)")
     return p
@@ -133,9 +134,10 @@ def _remove_stale(out: Path, written: set[Path], patterns=STALE_PATTERNS) -> Non
 
 def import_log_command(args) -> int:
     from benchmark.report.logs_import import import_log
+    from methods.registry import strongest_baseline
     results = getattr(args, "results", Path("results"))
     path, rec = import_log(args.log, results, args.name, dataset=args.dataset, split=args.split,
-                           method=args.method, backbone=args.backbone)
+                           method=args.method or strongest_baseline(), backbone=args.backbone)
     print(f"imported {args.log} as '{rec['name']}' ({rec['dataset']} {rec['split']}): best {rec['best']['miou']:.2f} "
           f"at epoch {rec['best']['epoch']}, last {rec['last']['miou']:.2f}, {rec['num_evaluations']} evaluations "
           f"-> {path}")
