@@ -93,7 +93,13 @@ class Method:
     # shows identical weights after training.
     reduces_to_base: ClassVar[bool] = False
     # The report tests every method against this one (the supervised lower bound, the strongest baseline).
+    # Never inherited: a method built by subclassing a baseline (S4MIM on UniMatch) is not a baseline itself.
     significance_baseline: ClassVar[bool] = False
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "significance_baseline" not in cls.__dict__:
+            cls.significance_baseline = False
 
     def __init__(self, params: Any, components: dict[str, bool], ctx: MethodContext):
         self.params = params

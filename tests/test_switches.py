@@ -31,3 +31,16 @@ def test_each_switch_changes_only_its_own_terms(method, component, pixel_model):
 
 def test_every_suite_method_with_switches_is_covered():
     assert {m for m, _ in SWITCHES} >= {"unimatch", "s4mim", "maskmatch"}
+
+
+def test_significance_baselines_are_declared_not_inherited():
+    from methods.base import Method
+    from methods.registry import builtin_names, strongest_baseline
+
+    class Extension(get("unimatch")):   # built on a baseline, as S4MIM is: not a baseline itself
+        pass
+
+    assert get("unimatch").significance_baseline and not Extension.significance_baseline
+    assert not get("s4mim").significance_baseline
+    assert [n for n in builtin_names() if get(n).significance_baseline] == ["supervised", "unimatch"]
+    assert strongest_baseline() == "unimatch" and issubclass(Extension, Method)
