@@ -214,3 +214,17 @@ def test_register_missing_is_reported(rendered, tmp_path):
     md = (out / "report.md").read_text()
     assert "register not found" in md
     assert re.search(r"\| Supervised\s+\| 55\.50 \(n=1\)", md)
+
+
+def test_ablation_delta_compares_the_variant_with_the_full_method_on_the_same_seeds(tmp_path):
+    from benchmark.report.ablation import ablation_groups, ablation_table
+    from benchmark.report.document import Numbering
+    from benchmark.report.results_store import load_results
+    for seed, best in enumerate([40.0, 50.0, 60.0]):   # the grid's seeds; the ablation ran only seed 0
+        write_run(tmp_path, "pascal", "92", "s4mim", seed, best, components=S4MIM_COMPONENTS)
+    write_run(tmp_path, "pascal", "92", "s4mim", 0, 45.0, variant="no_class_wise",
+              components={**S4MIM_COMPONENTS, "class_wise": False})
+    group, = ablation_groups(load_results(tmp_path).runs)
+    table = ablation_table(group, Numbering())
+    variant = next(r for r in table.rows if r[0] == "no_class_wise")
+    assert variant[3].startswith("+5.00")   # 45 - 40 (seed 0), not 45 - 50 (the mean over seeds 0-2)

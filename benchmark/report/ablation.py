@@ -34,6 +34,12 @@ class AblationGroup:
         vals = [r.best.miou for r in runs if r.split == split]
         return seed_stats(vals) if vals else None
 
+    def full_stats_on_seeds_of(self, runs: list[RunRecord], split: str) -> SeedStats | None:
+        """The full method over the seeds the variant has (ablations may run fewer seeds than the grid, and
+        per-seed outcomes differ by several points): its other seeds would compare unlike with unlike."""
+        seeds = {r.seed for r in runs if r.split == split}
+        return self.stats([r for r in self.full if r.seed in seeds], split) or self.stats(self.full, split)
+
 
 @dataclass
 class Sweep:
@@ -98,7 +104,7 @@ def ablation_table(group: AblationGroup, num: Numbering) -> Table:
         row = [name, "full method" if name == FULL else describe_change(rs, group.full)]
         for s in group.splits:
             st = group.stats(rs, s)
-            full_st = group.stats(group.full, s)
+            full_st = group.full_stats_on_seeds_of(rs, s)
             row.append(fmt_cell(st) if st else DASH)
             if name == FULL or st is None or full_st is None:
                 row.append(DASH)
@@ -106,8 +112,8 @@ def ablation_table(group: AblationGroup, num: Numbering) -> Table:
                 row.append(fmt_comparison(welch(st, full_st)))
         rows.append(row)
     title = display_name(group.method, group.from_paper_description)
-    notes = ["Best-on-val mIoU, mean ± std over seeds; Δ = variant − full method (points) with p from a "
-             f"{p_value_method()} where both sides have ≥ 2 seeds; * p < 0.05."]
+    notes = ["Best-on-val mIoU, mean ± std over seeds; Δ = variant − full method on the variant's seeds "
+             f"(points) with p from a {p_value_method()} where both sides have ≥ 2 seeds; * p < 0.05."]
     if not group.full:
         notes.append("No full-method run for these splits: Δ cannot be computed.")
     if group.from_paper_description:
