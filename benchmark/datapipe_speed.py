@@ -113,7 +113,8 @@ def step_rate_from(steptime_json: str) -> float:
     `python -m benchmark.steptime --json FILE`."""
     from methods.registry import strongest_baseline
     rows = [row for row in json.loads(Path(steptime_json).read_text()) if "step_s" in row]
-    target = [row for row in rows if row["method"] == strongest_baseline()] or rows
+    strongest = strongest_baseline()
+    target = [row for row in rows if row["method"] == strongest] or rows
     if not target:
         raise ValueError(f"{steptime_json} holds no timed step")
     return 1.0 / min(row["step_s"] for row in target)

@@ -8,6 +8,7 @@ Plugin files and modules named on the command line or in a config are imported b
 from __future__ import annotations
 
 import importlib
+import sys
 from importlib import metadata
 
 from methods.base import _REGISTRY, Method, MethodError
@@ -16,11 +17,17 @@ from methods.base import _REGISTRY, Method, MethodError
 METHOD_MODULES = ("supervised", "fixmatch", "unimatch", "s4mim", "maskmatch")
 ENTRY_POINT_GROUP = "ssseg_bench.methods"
 _loaded_entry_points: set[str] = set()
+# The sys.path the entry points were last scanned on: a scan costs ~5 ms and the report asks the registry
+# hundreds of times, so it is repeated only when sys.path (where distributions are found) changes.
+_scanned_path: tuple[str, ...] | None = None
 
 
 def _load() -> None:
+    global _scanned_path
     for module in METHOD_MODULES:
         importlib.import_module(f"methods.{module}")
+    if tuple(sys.path) == _scanned_path:
+        return
     for entry in metadata.entry_points(group=ENTRY_POINT_GROUP):
         if entry.value in _loaded_entry_points:
             continue
@@ -31,6 +38,7 @@ def _load() -> None:
             raise MethodError(f"method plugin {entry.name!r} ({entry.value}) of an installed package cannot be "
                               f"imported: {type(exc).__name__}" + (f": {reason}" if reason else "")) from None
         _loaded_entry_points.add(entry.value)
+    _scanned_path = tuple(sys.path)   # only after a scan without a broken entry point, which raises each time
 
 
 def all_methods() -> dict[str, type[Method]]:
