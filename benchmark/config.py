@@ -19,7 +19,9 @@ import yaml
 from benchmark.config_files import (ConfigError, Layer, dataset_layers, deep_merge, layer_sources, load_yaml,
                                     merge_layers, profile_layers)
 from benchmark.config_files import available  # noqa: F401 (re-exported)
+from benchmark.numerics import MODES as NUMERICS_MODES
 from datasets import REPO_ROOT  # noqa: F401 (benchmark modules take it from here)
+from datasets.draws import DESIGNS as DRAW_DESIGNS
 from methods.settings import LossSettings, coerce
 
 
@@ -32,6 +34,12 @@ class DataConfig:
     crop_size: int = 0        # 0 = the dataset's default
     workers: int = 0          # DataLoader worker processes
     custom_splits: bool = False  # accept split lists that differ from the pinned official ones (run marked custom)
+    # Generated datasets (datasets/draws.py): per_seed = training seed k trains on draw generator_seed + k (its
+    # own images and labeled split, shared by every method of that seed); single = every seed on one draw, as
+    # the official split lists of the real datasets.
+    draws: str = "single"
+    generator_seed: int = 0   # the generator's seed (under per_seed: of seed 0's draw, i.e. the family offset)
+    custom_data: bool = False   # accept generated data whose digest differs from the pinned one (run marked custom)
     # CutMix source batch: same_ids (official: a second pass of the unlabeled sampler, so the same image ids
     # augmented anew) | independent (an independently sampled stream of other images)
     mix_source: str = "independent"
@@ -62,6 +70,9 @@ class TrainConfig:
     device: str = "auto"      # auto | cpu | cuda | cuda:N
     amp: str = "auto"         # auto (bf16 on CUDA) | bf16 | off
     threads: int = 0          # torch CPU threads; 0 = torch's default
+    # pinned: CPU kernels capped at AVX2 so every x86-64 host gives the same digits (benchmark/numerics.py);
+    # native: each library uses this host's best instruction set. GPU runs are left as they are.
+    cpu_numerics: str = "pinned"
     channels_last: bool = False  # NHWC model and images (faster convolutions on tensor cores)
     compile: bool = False     # torch.compile the model (first steps compile; dropout draws differ from eager)
     log_every: int = 20
@@ -136,8 +147,10 @@ class Config:
         # Where and how a run is launched does not change what it computes.
         # Threads change float summation order, not the recipe (docs/architecture.md, "Thread count").
         for section, key in (("train", "seed"), ("train", "device"), ("train", "threads"), ("train", "tensorboard"),
+                             ("train", "cpu_numerics"),
                              ("train", "channels_last"), ("train", "compile"), ("data", "root"),
-                             ("data", "split_dir"), ("data", "workers"), ("data", "custom_splits")):
+                             ("data", "split_dir"), ("data", "workers"), ("data", "custom_splits"),
+                             ("data", "custom_data")):
             recipe[section].pop(key)
         recipe.pop("output")
         recipe.pop("grid")
@@ -253,6 +266,10 @@ def build(tree: dict[str, Any]) -> Config:
     config = _from_dict(Config, tree, "")
     if not isinstance(config.method.get("name"), str):
         raise ConfigError("method.name must be a method name")
+    for key, value, choices in (("train.cpu_numerics", config.train.cpu_numerics, NUMERICS_MODES),
+                                ("data.draws", config.data.draws, DRAW_DESIGNS)):
+        if value not in choices:
+            raise ConfigError(f"{key} must be one of {', '.join(choices)}, got {value!r}")
     from benchmark.plugins import load_plugins, normalise_all
     config.plugins = tuple(normalise_all(config.plugins))
     load_plugins(config.plugins)

@@ -12,9 +12,10 @@ from typing import Iterator
 import torch
 from torch.utils.data import DataLoader
 
-from benchmark.config import REPO_ROOT, Config
+from benchmark.config import REPO_ROOT, Config, ConfigError
 from benchmark.schedule import check_mix_source, per_process_batch, steps_per_epoch
 from datasets.catalog import DatasetSpec, get_spec
+from datasets.draws import DrawRecord, draw_seed
 from datasets.errors import DataError
 from datasets.semi import KeySampler, SemiDataset, ShardedEvalSampler, derive_seed
 from datasets.splits import read_split_file, split_paths, val_path
@@ -34,6 +35,7 @@ class DataPlan:
     split: str
     crop_size: int
     eval_mode: str
+    draw: DrawRecord | None = None   # a generated dataset's draw (None: a real dataset's one draw, its lists)
 
 
 def plan_data(cfg: Config) -> DataPlan:
@@ -42,14 +44,20 @@ def plan_data(cfg: Config) -> DataPlan:
     if split not in spec.splits:
         raise DataError(f"unknown split {split!r} for dataset {spec.name}; known splits: {', '.join(spec.splits)}")
     root = resolve_path(cfg.data.root or spec.default_root)
-    split_dir = resolve_path(cfg.data.split_dir or spec.default_split_dir)
-    if spec.ensure_available is not None:
-        spec.ensure_available(root)
+    draw = None
+    if spec.ensure_draw is not None:
+        seed = draw_seed(cfg.data.generator_seed, cfg.train.seed, cfg.data.draws)
+        root, draw = spec.ensure_draw(root, seed, cfg.data.draws, cfg.data.custom_data)
+    elif cfg.data.draws != "single" or cfg.data.generator_seed != 0:
+        raise ConfigError(f"data.draws=per_seed and data.generator_seed apply to generated datasets only; "
+                          f"{spec.name} has one draw, its split lists (pass data.draws=single)")
+    split_dir = resolve_path(cfg.data.split_dir) if cfg.data.split_dir else \
+        (root / "splits" if not spec.default_split_dir else resolve_path(spec.default_split_dir))
     if not root.is_dir():
         raise DataError(f"data folder not found: {root} (set data.root=... or --data-root; "
                         f"`python -m datasets.prepare {spec.name} --root DIR` explains how to get it)")
     return DataPlan(spec, root, split_dir, split, cfg.data.crop_size or spec.crop_size,
-                    cfg.eval.mode or spec.eval_mode)
+                    cfg.eval.mode or spec.eval_mode, draw)
 
 
 class Streams:

@@ -29,6 +29,16 @@ def threads_record(state: dict | None, run_dir: Path) -> list[int]:
     return used + [now] if now not in used else used
 
 
+def numerics_record(state: dict | None, run_dir: Path, now: str) -> list[str]:
+    """The CPU numerics (benchmark.numerics.label) of every session of this run: a resume under others is
+    allowed, recorded and said, as for threads; the report flags such a run."""
+    used = list(state.get("cpu_numerics") or []) if state else []
+    if used and now not in used:
+        print(f"warning: {run_dir} resumes under {now} numerics after {used[-1]}; its summary records both "
+              f"(the result is then no longer pinned)", file=sys.stderr)
+    return used + [now] if now not in used else used
+
+
 # Logged scalars renamed since: old name -> new (`mask_ratio` was the share of confident pixels, not to be read
 # as MaskMatch's method.mask_ratio, the share of masked patches).
 RENAMED_SCALARS = {"mask_ratio": "confident_ratio"}

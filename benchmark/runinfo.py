@@ -117,7 +117,8 @@ def summary(cfg: Config, method, plan, best: dict, last: dict, iters: int, wall_
         "peak_memory_mb": round(peak_memory_mb(device), 1), "device": device_name(device),
         "world_size": int(os.environ.get("WORLD_SIZE", 1)),
         "versions": versions(), "git_commit": git_commit(), "config_hash": cfg.hash(),
-        "class_names": list(plan.spec.class_names), "num_labeled": num_labeled(plan), **(facts or {}),
+        "class_names": list(plan.spec.class_names), "num_labeled": num_labeled(plan),
+        "data_draw": plan.draw.to_dict() if plan.draw else None, **(facts or {}),
     }
 
 

@@ -21,7 +21,8 @@ from benchmark.evaluate import evaluate
 from benchmark.io import append_jsonl, atomic_write, atomic_write_json, read_jsonl, rewrite_jsonl
 from benchmark.model import build_model
 from benchmark.qualitative import QUALITATIVE_FILE, QualitativeSaver
-from benchmark.run_state import final_evaluation, read_train_log, threads_record
+from benchmark.numerics import apply as apply_numerics, label as numerics_label
+from benchmark.run_state import final_evaluation, numerics_record, read_train_log, threads_record
 from benchmark.schedule import (evaluation_interval, ohem_min_kept_per_process, per_process_batch, poly_lr,
                                 run_facts)
 from benchmark.split_lists import check_split_lists
@@ -87,8 +88,10 @@ class Trainer:
         self.dist = dist or runinfo.DistInfo()
         # Everything that can be checked without data comes first: a bad method or budget creates nothing.
         from datasets.catalog import get_spec
-        self.method = build_method(cfg, get_spec(cfg.data.dataset).num_classes, self.dist.world_size)
         self.device = resolve_device(cfg.train.device) if not self.dist.enabled else self.dist.device
+        # Before any tensor exists: the CPU libraries fix their instruction set at first use.
+        self.numerics = apply_numerics(cfg.train.cpu_numerics, self.device.type, cfg.train.compile)
+        self.method = build_method(cfg, get_spec(cfg.data.dataset).num_classes, self.dist.world_size)
         self._check_budget()
         self.plan: DataPlan = plan_data(cfg)
         cfg.data.split = self.plan.split
@@ -164,6 +167,7 @@ class Trainer:
             "step": step, "model": self.model.state_dict(), "extra": self.extra.state_dict(),
             "optimizer": self.optimizer.state_dict(), "method": self.method.state_dict(), "best": best,
             "train_time": train_time, "config_hash": self.cfg.hash(), "last": last, "threads": self.threads,
+            "cpu_numerics": self.numerics_sessions,
             "rng": {"python": random.getstate(), "numpy": _numpy_state_to_tensors(np.random.get_state()),
                     "torch": torch.get_rng_state(),
                     "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None},
@@ -230,6 +234,7 @@ class Trainer:
         best = state["best"] if state else None
         train_time = state["train_time"] if state else 0.0
         self.threads = threads_record(state, self.run_dir)
+        self.numerics_sessions = numerics_record(state, self.run_dir, numerics_label(self.numerics))
         if self.dist.is_main:
             save_yaml(self.cfg.to_dict(), self.run_dir / "config.yaml")
             if state:
@@ -301,7 +306,8 @@ class Trainer:
                  images_per_step: int, facts: dict[str, Any]) -> dict[str, Any]:
         return {**runinfo.summary(self.cfg, self.method, self.plan, best, last, total, train_time, step_time,
                                   images_per_step * self.dist.world_size, self.device, facts),
-                "split_lists": self.split_lists, "threads": self.threads}
+                "split_lists": self.split_lists, "threads": self.threads,
+                "cpu_numerics": {**self.numerics, "sessions": self.numerics_sessions}}
 
     def train_step(self, streams: Streams, step: int, total: int) -> dict[str, float]:
         """One optimizer step on the next batch of `streams`; returns the logged record."""

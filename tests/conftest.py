@@ -113,8 +113,10 @@ def run(method, model, batch, seed=0):
 
 @pytest.fixture(scope="session")
 def tiny_data(tmp_path_factory):
-    """The tiny embedded dataset, generated once per session (tests that damage it copy it first)."""
+    """The tiny embedded dataset's folder of draws, draw 0 generated once per session (other draws are made on
+    first use; tests that damage it copy it first)."""
     from datasets.animals import generate
+    from datasets.draws import draw_folder
     root = tmp_path_factory.mktemp("animals_tiny")
-    generate(root, variant="tiny", progress=False)
+    generate(draw_folder(root, 0), variant="tiny", progress=False)
     return root

@@ -185,7 +185,7 @@ def test_catalogue_specs():
         assert spec.class_names == animals.CLASS_NAMES and spec.class_names[0] == "background"
         assert spec.crop_size == animals.VARIANTS[variant].image_size and spec.eval_mode == "whole"
         assert spec.splits == tuple(s for s, _ in animals.LABEL_SPLITS) and spec.splits[-1] == "full"
-        assert spec.default_root == f"data/{name}" and spec.ensure_available is not None
+        assert spec.default_root == f"data/{name}" and spec.ensure_draw is not None and spec.default_split_dir == ""
 
 
 def test_generator_does_not_import_the_catalogue():
@@ -232,8 +232,10 @@ def test_luminance_cue_orders_the_classes_dark_to_bright():
 
 def test_lowest_default_split_has_8_labels_covering_every_class():
     params, composer = _default_composer()
-    labeled, unlabeled = animals.label_splits(params.num_train, 0)["1_128"]
-    assert len(labeled) == 8 and len(unlabeled) == params.num_train - 8
+    class_pixels = np.stack([np.bincount(composer.compose("train", i)[1].ravel(), minlength=4)[1:]
+                             for i in range(params.num_train)])
+    labeled, unlabeled = animals.label_splits(class_pixels, 0)["1_128"]
+    assert len(labeled) == 8 and len(unlabeled) == params.num_train - 8 and not set(labeled) & set(unlabeled)
     present = set()
     for index in labeled:
         present |= set(np.unique(composer.compose("train", index)[1]).tolist())

@@ -22,7 +22,7 @@ def free_port() -> int:
 def train(tmp_path, data, world_size, batch_size, tag, batch_key="train.batch_size", expect_rc=0):
     results = tmp_path / tag
     args = ["--method", "supervised", "--profile", "smoke", "--no-progress", "--device", "cpu",
-            f"data.root={data}", f"data.split_dir={data}/splits", f"output.results_dir={results}",
+            f"data.root={data}", f"output.results_dir={results}",
             "train.iters=6", "eval.every=3", f"{batch_key}={batch_size}",
             # 0.03: with the official schedule (steps 0 and 1 at the base lr) 0.05 lets per-process BatchNorm
             # on CPU tip the tiny run apart (4 mIoU points), 0.01 leaves it predicting one class.
@@ -45,7 +45,8 @@ def train(tmp_path, data, world_size, batch_size, tag, batch_key="train.batch_si
 @pytest.mark.slow
 def test_two_gloo_processes_match_one_process(tmp_path):
     from datasets.animals import generate
-    data = generate(tmp_path / "data", variant="tiny", progress=False)
+    from datasets.draws import draw_folder
+    data = generate(draw_folder(tmp_path / "data", 0), variant="tiny", progress=False).parent
     single, single_metrics, _ = train(tmp_path, data, 1, 4, "single")
     double, double_metrics, stdout = train(tmp_path, data, 2, 2, "double")
     # Only rank 0 writes: one metrics line per evaluation, one summary line printed.
@@ -61,7 +62,8 @@ def test_two_gloo_processes_match_one_process(tmp_path):
 @pytest.mark.slow
 def test_total_batch_is_split_over_the_processes_and_recorded(tmp_path):
     from datasets.animals import generate
-    data = generate(tmp_path / "data", variant="tiny", progress=False)
+    from datasets.draws import draw_folder
+    data = generate(draw_folder(tmp_path / "data", 0), variant="tiny", progress=False).parent
     double, _, _ = train(tmp_path, data, 2, 4, "total", batch_key="train.total_batch_size")
     assert (double["world_size"], double["batch_per_process"], double["total_batch_size"]) == (2, 2, 4)
     # Each process prints the one error line and exits 2; torchrun then reports a failed child (exit 1).

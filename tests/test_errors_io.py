@@ -24,9 +24,9 @@ def copied_dataset(tiny_data, tmp_path) -> tuple[str, os.PathLike]:
     """A copy under a name that does not regenerate itself, so a damaged file is reported, not repaired."""
     from datasets.catalog import all_specs, get_spec, register_spec
     if "fixture_tiny_io" not in all_specs():
-        register_spec(dataclasses.replace(get_spec("animals_tiny"), name="fixture_tiny_io", ensure_available=None))
+        register_spec(dataclasses.replace(get_spec("animals_tiny"), name="fixture_tiny_io", ensure_draw=None))
     root = tmp_path / "data"
-    shutil.copytree(tiny_data, root)
+    shutil.copytree(tiny_data / "draw0", root)
     return "fixture_tiny_io", root
 
 
@@ -38,7 +38,7 @@ def exit_and_err(main, capsys) -> tuple[int, str]:
 
 def train_args(dataset, root, results, *extra):
     return ["--profile", "smoke", "--dataset", dataset, "--no-progress", f"data.root={root}",
-            f"data.split_dir={root}/splits", f"output.results_dir={results}", "train.iters=2", *extra]
+            f"data.split_dir={root}/splits", "data.draws=single", f"output.results_dir={results}", "train.iters=2", *extra]
 
 
 @pytest.mark.parametrize("damage", ["corrupt_image", "mask_out_of_range"])

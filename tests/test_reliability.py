@@ -18,7 +18,7 @@ from datasets.splits import sha256_file
 
 def make_cfg(data_root, results, method="supervised", extra=()):
     return resolve(profile="smoke", method=method, overrides=[
-        f"data.root={data_root}", f"data.split_dir={data_root}/splits", f"output.results_dir={results}",
+        f"data.root={data_root}", f"output.results_dir={results}",
         "train.iters=4", "eval.every=2", *extra])
 
 
@@ -52,7 +52,7 @@ def test_summary_rebuilt_from_the_final_checkpoint_is_the_same_and_idempotent(da
 
 def test_every_summary_records_the_sha256_of_its_split_lists(tiny_data, tmp_path):
     summary = Trainer(make_cfg(tiny_data, tmp_path, "fixmatch"), progress=False).fit()
-    splits = tiny_data / "splits"
+    splits = tiny_data / "draw0" / "splits"
     split = summary["split"]
     assert summary["split_lists"] == {"labeled": sha256_file(splits / split / "labeled.txt"),
                                       "unlabeled": sha256_file(splits / split / "unlabeled.txt"),
@@ -64,7 +64,7 @@ def pin_tiny_lists_as_official(monkeypatch, tiny_data, val_sha: str):
     from datasets import manifest
     files = dict(manifest.FILES)
     for rel in ("1_32/labeled.txt", "1_32/unlabeled.txt"):
-        files[f"animals_tiny/{rel}"] = (sha256_file(tiny_data / "splits" / rel), 0)
+        files[f"animals_tiny/{rel}"] = (sha256_file(tiny_data / "draw0" / "splits" / rel), 0)
     files["animals_tiny/val.txt"] = (val_sha, 0)
     monkeypatch.setattr(manifest, "FILES", files)
 
@@ -76,7 +76,7 @@ def test_lists_that_differ_from_the_pinned_ones_are_an_error_unless_custom(tiny_
     summary = Trainer(make_cfg(tiny_data, tmp_path, extra=["data.split=1_32", "data.custom_splits=true"]),
                       progress=False).fit()
     assert summary["split_lists"]["custom"] is True
-    pin_tiny_lists_as_official(monkeypatch, tiny_data, sha256_file(tiny_data / "splits" / "val.txt"))
+    pin_tiny_lists_as_official(monkeypatch, tiny_data, sha256_file(tiny_data / "draw0" / "splits" / "val.txt"))
     official = Trainer(make_cfg(tiny_data, tmp_path / "b", extra=["data.split=1_32"]), progress=False).fit()
     assert official["split_lists"]["custom"] is False
 
@@ -133,7 +133,7 @@ def test_relative_paths_resolve_against_the_current_folder(tiny_data, tmp_path, 
     shutil.copytree(tiny_data, tmp_path / "mydata")
     monkeypatch.chdir(tmp_path)
     code, err = cli(["--profile", "smoke", "--method", "supervised", "--no-progress", "--results-dir", "mix",
-                     "--data-root", "mydata", "data.split_dir=mydata/splits", "train.iters=1", "eval.every=1"],
+                     "--data-root", "mydata", "train.iters=1", "eval.every=1"],
                     capsys)
     assert code == 0, err
     assert list((tmp_path / "mix" / "runs").rglob("summary.json"))
@@ -167,8 +167,7 @@ def test_overrides_may_come_before_between_and_after_flags():
 # --- item 8: validation before anything is created --------------------------------------------------------
 
 def test_a_bad_budget_creates_no_run_folder(tiny_data, tmp_path, capsys):
-    code, err = cli(["--profile", "smoke", "--no-progress", f"data.root={tiny_data}",
-                     f"data.split_dir={tiny_data}/splits", f"output.results_dir={tmp_path}/r", "train.iters=-5"],
+    code, err = cli(["--profile", "smoke", "--no-progress", f"data.root={tiny_data}", f"output.results_dir={tmp_path}/r", "train.iters=-5"],
                     capsys)
     assert code == 2 and err.strip() == "error: train.iters must be 0 or positive, got -5"
     assert not (tmp_path / "r").exists()
@@ -176,7 +175,7 @@ def test_a_bad_budget_creates_no_run_folder(tiny_data, tmp_path, capsys):
 
 def test_an_unknown_method_fails_before_the_dataset_is_generated(tmp_path, capsys):
     code, err = cli(["--profile", "smoke", "--method", "nope", f"data.root={tmp_path}/gen",
-                     f"data.split_dir={tmp_path}/gen/splits", f"output.results_dir={tmp_path}/r"], capsys)
+                     f"output.results_dir={tmp_path}/r"], capsys)
     assert code == 2 and "unknown method 'nope'" in err
     assert not (tmp_path / "gen").exists() and not (tmp_path / "r").exists()
 

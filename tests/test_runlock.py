@@ -59,9 +59,8 @@ def test_train_refuses_a_run_that_another_process_is_training(tmp_path, capsys):
     from benchmark import train as train_cli
     from datasets.animals import generate
     data = tmp_path / "data"
-    generate(data, variant="tiny", progress=False)
     args = ["--profile", "smoke", "--method", "supervised", "--split", "1_32", "--no-progress", f"data.root={data}",
-            f"data.split_dir={data}/splits", f"output.results_dir={tmp_path}/results", "train.iters=2"]
+            f"output.results_dir={tmp_path}/results", "train.iters=2"]
     from benchmark.train import config_from_args, parse_args
     from benchmark.trainer import run_dir_for
     run_dir = run_dir_for(config_from_args(parse_args(args)))

@@ -53,7 +53,7 @@ def test_a_claimed_same_run_trains_identical_weights(method, overrides, tiny_dat
     """The claim the runner relies on, end to end: same weights and scores after 3 steps."""
     def train(name, *extra):
         cfg = resolve(profile="smoke", method=name, overrides=[
-            f"data.root={tiny_data}", f"data.split_dir={tiny_data}/splits", f"output.results_dir={tmp_path / name}",
+            f"data.root={tiny_data}", f"output.results_dir={tmp_path / name}",
             "train.iters=3", "eval.every=3", "loss.conf_thresh=0.0", *extra])   # every unlabeled term active
         summary = Trainer(cfg, progress=False).fit()
         weights = torch.load(next((tmp_path / name).rglob(CHECKPOINT)), weights_only=True)["model"]

@@ -20,7 +20,7 @@ from benchmark.trainer import CHECKPOINT, Trainer, build_method, seed_everything
 
 def make_cfg(data_root, results, method="supervised", split="1_8", extra=()):
     return resolve(profile="smoke", method=method, split=split, overrides=[
-        f"data.root={data_root}", f"data.split_dir={data_root}/splits", f"output.results_dir={results}",
+        f"data.root={data_root}", f"output.results_dir={results}",
         *extra])
 
 

@@ -27,7 +27,7 @@ def assert_same_losses(plain, other):
 
 def losses(tiny_data, tmp_path, method, extra=()):
     cfg = resolve(profile="smoke", method=method, overrides=[
-        f"data.root={tiny_data}", f"data.split_dir={tiny_data}/splits", f"output.results_dir={tmp_path}",
+        f"data.root={tiny_data}", f"output.results_dir={tmp_path}",
         "output.save_checkpoint=false", *extra])
     trainer = Trainer(cfg, progress=False)
     trainer.setup()

@@ -11,8 +11,10 @@ from benchmark import steptime
 @pytest.fixture(scope="module")
 def tiny_overrides(tmp_path_factory):
     from datasets.animals import generate
-    root = generate(tmp_path_factory.mktemp("tiny"), variant="tiny", progress=False)
-    return [f"data.root={root}", f"data.split_dir={root}/splits"]
+    from datasets.draws import draw_folder
+    root = tmp_path_factory.mktemp("tiny")
+    generate(draw_folder(root, 0), variant="tiny", progress=False)
+    return [f"data.root={root}"]
 
 
 def test_measure_one_times_real_steps_and_names_the_base(tiny_overrides):

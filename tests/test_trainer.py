@@ -17,7 +17,7 @@ from methods.registry import all_methods
 
 def make_cfg(data_root, results, method="supervised", iters=4, extra=()):
     return resolve(profile="smoke", method=method, overrides=[
-        f"data.root={data_root}", f"data.split_dir={data_root}/splits", f"output.results_dir={results}",
+        f"data.root={data_root}", f"output.results_dir={results}",
         f"train.iters={iters}", "eval.every=2", *extra])
 
 
@@ -147,24 +147,25 @@ def fixture_dataset() -> str:
     import dataclasses
     from datasets.catalog import all_specs, get_spec, register_spec
     if "fixture_tiny" not in all_specs():
-        register_spec(dataclasses.replace(get_spec("animals_tiny"), name="fixture_tiny", ensure_available=None))
+        register_spec(dataclasses.replace(get_spec("animals_tiny"), name="fixture_tiny", ensure_draw=None))
     return "fixture_tiny"
 
 
 def corrupt_copy(tiny_data, tmp_path, damage):
     root = tmp_path / "data"
-    shutil.copytree(tiny_data, root)
+    shutil.copytree(tiny_data / "draw0", root)
     damage(root)
     return ["--profile", "smoke", "--dataset", fixture_dataset(), "--no-progress", f"data.root={root}",
-            f"data.split_dir={root}/splits", f"output.results_dir={tmp_path}/results", "train.iters=2"]
+            f"data.split_dir={root}/splits", "data.draws=single", f"output.results_dir={tmp_path}/results",
+            "train.iters=2"]
 
 
 def test_embedded_dataset_generates_itself_when_missing(tmp_path):
-    cfg = resolve(profile="smoke", overrides=[f"data.root={tmp_path}/gen", f"data.split_dir={tmp_path}/gen/splits",
+    cfg = resolve(profile="smoke", overrides=[f"data.root={tmp_path}/gen",
                                               f"output.results_dir={tmp_path}/results", "train.iters=1",
                                               "eval.every=1"])
     assert fit(cfg)["status"] == "complete"
-    assert (tmp_path / "gen" / "splits" / "val.txt").exists()
+    assert (tmp_path / "gen" / "draw0" / "splits" / "val.txt").exists()
 
 
 def first_val_pair(root):

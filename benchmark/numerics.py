@@ -1,0 +1,135 @@
+"""CPU numerics pinned to one instruction set, so that a CPU run gives the same digits on every x86-64 host.
+
+Training from scratch is chaotic: a different float summation order sends it down another path. On the CPU the
+order depends on the instruction set the libraries dispatch to: oneDNN (convolutions) picks other kernels with
+AVX-512 than with AVX2, ATen's vectorised kernels and MKL likewise, and inductor's generated C++ vectorises to
+the host's SIMD width. `train.cpu_numerics: pinned` (the default) caps all of them at AVX2, which every x86-64
+CPU of the last decade has; `native` lets each library use the host's best.
+
+The libraries read these settings once, at their first use, so they are set before torch runs anything: when
+the `benchmark` package is imported (every entry point and every test imports it first) and again, with the
+run's own config, before training starts (`apply`). A user's stricter oneDNN cap (a host below AVX2, or an
+emulation of one) is kept, and recorded. GPU runs are left untouched; their cuDNN switches are recorded.
+
+This module imports nothing heavy: it must run before torch.
+"""
+from __future__ import annotations
+
+import os
+import platform
+import sys
+from pathlib import Path
+
+MODES = ("pinned", "native")
+PINNED_ISA = "AVX2"
+# Environment variables each library reads at its first use, with their values from least to most capable.
+# The pin is AVX2 in each library's spelling; a user's value below it (a host without AVX2, or an emulation of
+# one) is kept, since such a host cannot reach the pin anyway.
+ISA_ORDERS = {
+    # oneDNN: convolutions, pooling, batch norm on the CPU
+    "ONEDNN_MAX_CPU_ISA": ("SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2", "AVX512_CORE", "AVX512_CORE_VNNI",
+                           "AVX512_CORE_BF16", "AVX10_1_512", "AVX512_CORE_FP16", "AVX10_1_512_AMX",
+                           "AVX512_CORE_AMX", "AVX10_1_512_AMX_FP16", "AVX512_CORE_AMX_FP16", "AVX10_2_512",
+                           "AVX10_2_512_AMX_2", "DEFAULT", "ALL"),
+    # MKL's conditional numerical reproducibility: the code path of its matrix products
+    "MKL_CBWR": ("COMPATIBLE", "SSE2", "SSSE3", "SSE4_1", "SSE4_2", "AVX", "AVX2", "AVX512_MIC", "AVX512",
+                 "AVX512_E1", "AVX512_E2", "AVX512_E3", "AVX512_E4", "AUTO"),
+    # ATen's own vectorised kernels (elementwise ops, reductions)
+    "ATEN_CPU_CAPABILITY": ("default", "avx2", "avx512"),
+}
+# The pin in each library's spelling.
+PINS = {name: next(v for v in order if v.upper() == PINNED_ISA) for name, order in ISA_ORDERS.items()}
+INDUCTOR_SIMDLEN = 256   # AVX2's vector width in bits, for torch.compile's generated C++ (train.compile)
+_SET_BY_US = "_SSSEG_NUMERICS_SET"   # names of the variables this module set (a child process inherits them)
+
+
+def _ours() -> set[str]:
+    return set(filter(None, os.environ.get(_SET_BY_US, "").split(",")))
+
+
+def _pinned_value(name: str, user_value: str | None) -> str:
+    """The pin, or the user's own value where it is stricter."""
+    order = [v.upper() for v in ISA_ORDERS[name]]
+    user = (user_value or "").strip().upper()
+    if user in order and order.index(user) <= order.index(PINNED_ISA):
+        return ISA_ORDERS[name][order.index(user)]
+    return PINS[name]
+
+
+def pin_environment(mode: str, gpu: bool = False) -> None:
+    """Sets (pinned) or clears (native, or a GPU run) the variables of PINS in this process's environment.
+    What the user set is left alone in native mode and on GPU runs; in pinned mode it is replaced by the pin
+    unless it is stricter."""
+    if mode not in MODES:
+        raise ValueError(f"train.cpu_numerics must be one of {', '.join(MODES)}, got {mode!r}")
+    ours = _ours()
+    for name in PINS:
+        user_value = None if name in ours else os.environ.get(name)
+        if mode == "pinned" and not gpu:
+            value = _pinned_value(name, user_value)
+            if value.upper() != (user_value or "").strip().upper():   # else the user's own, stricter value
+                os.environ[name] = value
+                ours.add(name)
+        elif name in ours:
+            os.environ.pop(name, None)
+            ours.discard(name)
+    os.environ[_SET_BY_US] = ",".join(sorted(ours))
+
+
+def apply(mode: str, device_type: str, compile_model: bool = False) -> dict:
+    """Pins (or unpins) for a run about to train on `device_type`; returns what `record` records. Raises
+    RuntimeError when torch already dispatched CPU kernels under other settings (too late to change them)."""
+    gpu = device_type == "cuda"
+    pin_environment(mode, gpu=gpu)
+    if "torch" in sys.modules:
+        import torch
+        want = os.environ.get("ATEN_CPU_CAPABILITY")
+        if want and torch.backends.cpu.get_cpu_capability().lower() != want.lower():
+            raise RuntimeError(f"train.cpu_numerics={mode}: torch already ran CPU kernels under capability "
+                               f"{torch.backends.cpu.get_cpu_capability()}; start a new process")
+        if compile_model and mode == "pinned" and not gpu:
+            import torch._inductor.config as inductor_config
+            inductor_config.cpp.simdlen = INDUCTOR_SIMDLEN
+    return record(mode, device_type, compile_model)
+
+
+def host_isa() -> str:
+    """The best SIMD extension this CPU has: avx512 | avx2 | avx | sse | the machine (e.g. aarch64)."""
+    if platform.machine().lower() not in ("x86_64", "amd64", "i386", "i686"):
+        return platform.machine().lower()
+    try:
+        flags = next((line.split(":", 1)[1].split() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                      if line.startswith("flags")), [])
+    except OSError:
+        return "unknown"
+    for name, flag in (("avx512", "avx512f"), ("avx2", "avx2"), ("avx", "avx")):
+        if flag in flags:
+            return name
+    return "sse" if flags else "unknown"
+
+
+def record(mode: str, device_type: str, compile_model: bool = False) -> dict:
+    """What a run's summary.json records as `cpu_numerics` (and the report's provenance shows)."""
+    out = {"mode": mode, "host_isa": host_isa(), "machine": platform.machine()}
+    out.update({name: os.environ.get(name) for name in PINS})
+    if compile_model:
+        out["inductor_simdlen"] = INDUCTOR_SIMDLEN if mode == "pinned" and device_type != "cuda" else None
+    if device_type == "cuda":
+        import torch
+        out["mode"] = "gpu"
+        out.update(cudnn_deterministic=torch.backends.cudnn.deterministic,
+                   cudnn_benchmark=torch.backends.cudnn.benchmark,
+                   allow_tf32=torch.backends.cuda.matmul.allow_tf32)
+    return out
+
+
+def label(numerics: dict | None) -> str:
+    """One short label per numerics record, for the report: 'pinned AVX2', 'native avx512', 'gpu'."""
+    if not numerics:
+        return "not recorded"
+    if numerics.get("mode") == "gpu":
+        return "gpu"
+    if numerics.get("mode") == "pinned":
+        return f"pinned {(numerics.get('ONEDNN_MAX_CPU_ISA') or PINNED_ISA).upper()}"
+    return f"native {numerics.get('host_isa', '?')}" + (f" (oneDNN cap {numerics['ONEDNN_MAX_CPU_ISA']})"
+                                                        if numerics.get("ONEDNN_MAX_CPU_ISA") else "")

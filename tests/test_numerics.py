@@ -1,0 +1,118 @@
+"""Pinned CPU numerics: the environment a training process sees, what its summary records, and resume."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from benchmark import numerics
+
+ROOT = Path(__file__).resolve().parents[1]
+PINNED_VARS = tuple(numerics.PINS)
+
+
+def child_environment(code: str, **env) -> dict:
+    """What a fresh Python process that imports `benchmark` (as every entry point does) ends up with."""
+    clean = {k: v for k, v in os.environ.items() if k not in PINNED_VARS and k != "_SSSEG_NUMERICS_SET"}
+    out = subprocess.run([sys.executable, "-c", f"import benchmark, json, os\n{code}\n"
+                          f"print(json.dumps({{k: os.environ.get(k) for k in {PINNED_VARS!r}}}))"],
+                         cwd=ROOT, env={**clean, **env, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True,
+                         check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_importing_benchmark_pins_every_library_at_avx2():
+    assert child_environment("") == {"ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_CBWR": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"}
+
+
+@pytest.mark.parametrize("cap", ["AVX2_VNNI", "AVX512_CORE", "AVX512_CORE_BF16", "DEFAULT"])
+def test_a_more_capable_user_cap_is_lowered_to_the_pin(cap):
+    assert child_environment("", ONEDNN_MAX_CPU_ISA=cap)["ONEDNN_MAX_CPU_ISA"] == "AVX2"
+
+
+def test_a_stricter_user_cap_is_kept_and_survives_into_child_processes():
+    code = ("import subprocess, sys\n"
+            "child = subprocess.run([sys.executable, '-c', 'import benchmark, os; print(os.environ[\"ONEDNN_MAX_CPU_ISA\"])'],"
+            " capture_output=True, text=True).stdout.strip()\n"
+            "assert child == 'avx', child")
+    assert child_environment(code, ONEDNN_MAX_CPU_ISA="avx", ATEN_CPU_CAPABILITY="default") == {
+        "ONEDNN_MAX_CPU_ISA": "avx", "MKL_CBWR": "AVX2", "ATEN_CPU_CAPABILITY": "default"}
+
+
+def test_native_clears_only_what_the_pin_set():
+    env = child_environment("from benchmark.numerics import pin_environment\npin_environment('native')",
+                            MKL_CBWR="AVX")
+    assert env == {"ONEDNN_MAX_CPU_ISA": None, "MKL_CBWR": "AVX", "ATEN_CPU_CAPABILITY": None}
+
+
+def test_native_in_a_training_process_reaches_torch_and_pinned_is_recorded(tmp_path):
+    """A real training process: torch dispatches at the pinned capability (or the host's under native), and
+    the summary records what was in force."""
+    code = ("from benchmark.numerics import apply\nimport torch\n"
+            "rec = apply(os.environ['MODE'], 'cpu')\n"
+            "assert rec['mode'] == os.environ['MODE'], rec\n"
+            "print(torch.backends.cpu.get_cpu_capability())")
+    for mode in ("pinned", "native"):
+        out = subprocess.run([sys.executable, "-c", f"import benchmark, os\n{code}"], cwd=ROOT, capture_output=True,
+                             text=True, check=True, env={**os.environ, "MODE": mode, "PYTHONPATH": str(ROOT)})
+        capability = out.stdout.strip().splitlines()[-1]
+        if mode == "pinned":
+            assert capability == "AVX2"
+        elif numerics.host_isa() == "avx512":
+            assert capability == "AVX512"
+
+
+def test_gpu_runs_are_left_alone():
+    env = child_environment("from benchmark.numerics import pin_environment\npin_environment('pinned', gpu=True)")
+    assert env == {name: None for name in PINNED_VARS}
+
+
+def test_labels_and_mixing():
+    assert numerics.label({"mode": "pinned", "ONEDNN_MAX_CPU_ISA": "AVX2"}) == "pinned AVX2"
+    assert numerics.label({"mode": "native", "host_isa": "avx512"}) == "native avx512"
+    assert numerics.label(None) == "not recorded"
+
+
+CRASH_AT_STEP_3 = """
+import sys
+from benchmark.config import resolve
+from benchmark.trainer import Trainer
+trainer = Trainer(resolve(profile="smoke", method="fixmatch", overrides=sys.argv[1:]), progress=False)
+losses = trainer.method.losses
+def crash(model, batch, step):
+    if step.step == 2:
+        raise SystemExit(9)   # after the step-2 checkpoint, as a kill would
+    return losses(model, batch, step)
+trainer.method.losses = crash
+trainer.fit()
+"""
+
+
+def test_a_run_killed_under_the_pin_resumes_identically_under_another_native_cap(tiny_data, tmp_path):
+    def args(results):
+        return [f"data.root={tiny_data}", f"output.results_dir={results}", "train.iters=4", "eval.every=2",
+                "train.threads=1"]
+
+    def run(argv, **env):
+        return subprocess.run([sys.executable, *argv], cwd=ROOT, capture_output=True, text=True,
+                              env={**os.environ, "PYTHONPATH": str(ROOT), **env})
+
+    def summary(results):
+        return json.loads(next(Path(results).rglob("summary.json")).read_text())
+
+    assert run(["-m", "benchmark.train", "--profile", "smoke", "--method", "fixmatch", "--no-progress",
+                *args(tmp_path / "straight")]).returncode == 0
+    assert run(["-c", CRASH_AT_STEP_3, *args(tmp_path / "killed")]).returncode == 9
+    assert not list((tmp_path / "killed").rglob("summary.json"))
+    assert run(["-m", "benchmark.train", "--profile", "smoke", "--method", "fixmatch", "--no-progress",
+                *args(tmp_path / "killed")], ONEDNN_MAX_CPU_ISA="AVX512_CORE",
+               ATEN_CPU_CAPABILITY="avx512").returncode == 0
+    straight, resumed = summary(tmp_path / "straight"), summary(tmp_path / "killed")
+    assert resumed["cpu_numerics"]["ONEDNN_MAX_CPU_ISA"] == "AVX2"
+    assert resumed["cpu_numerics"]["sessions"] == straight["cpu_numerics"]["sessions"] == ["pinned AVX2"]
+    assert [resumed[k]["miou"] for k in ("best", "last")] == [straight[k]["miou"] for k in ("best", "last")]
+    assert resumed["last"]["per_class"] == straight["last"]["per_class"]
