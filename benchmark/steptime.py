@@ -31,7 +31,9 @@ from benchmark.cli import run_main
 MARKER = "STEPTIME "
 # Parts of a variant; `default` is the profile as configured (and as the overrides leave it).
 VARIANTS = {"default": [], "fp32": ['train.amp="off"'], "bf16": ["train.amp=bf16"],
-            "channels_last": ["train.channels_last=true"], "compile": ["train.compile=true"]}
+            "channels_last": ["train.channels_last=true"], "compile": ["train.compile=true"],
+            # the cost of pinned CPU numerics (benchmark/numerics.py): `--variants pinned,native`
+            "pinned": ["train.cpu_numerics=pinned"], "native": ["train.cpu_numerics=native"]}
 
 
 def measure_one(method: str, profile: str, overrides: list[str], warmup: int, steps: int) -> dict:

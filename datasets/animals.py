@@ -39,8 +39,8 @@ import numpy as np
 from PIL import Image, ImageFilter
 
 from datasets import REPO_ROOT
-from datasets.draws import (ContentDigest, DrawRecord, check_digest, draw_folder, pin_key, stratified_order,
-                            verified_digest)
+from datasets.draws import (PINNED_DIGESTS_FILE, ContentDigest, DrawRecord, check_digest, draw_folder, pin_digest,
+                            pin_key, stratified_order, verified_digest)
 from datasets.errors import DataError
 from datasets.palette import voc_palette
 from datasets.silhouettes import PACKAGE_ANIMALS, load_silhouettes
@@ -394,6 +394,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="generator seed of the draw (default 0)")
     parser.add_argument("--force", action="store_true", help="regenerate even if a complete copy exists")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--pin", action="store_true", help=f"record the draw's digest in {PINNED_DIGESTS_FILE.name} "
+                        "(maintainers: for every draw a shipped profile trains on)")
     args = parser.parse_args(argv)
     dataset = next(name for name, variant in DATASET_VARIANTS.items() if variant == args.variant)
     root = args.root or draw_folder(REPO_ROOT / f"data/{dataset}", args.seed)
@@ -403,6 +405,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     digest = (read_manifest(done) or {}).get("digest", "?")
+    if args.pin:
+        pin_digest(pin_key(args.variant, args.seed, GENERATOR_VERSION), digest)
     print(f"animals/{args.variant} draw {args.seed} ready in {done} (generator v{GENERATOR_VERSION}, sha256 {digest})")
     return 0
 

@@ -140,6 +140,13 @@ def pinned_digests() -> dict[str, str]:
         raise DataError(f"{PINNED_DIGESTS_FILE} is unreadable: {e}") from None
 
 
+def pin_digest(key: str, digest: str) -> None:
+    pins = {**pinned_digests(), key: digest}
+    tmp = PINNED_DIGESTS_FILE.with_name(f".{PINNED_DIGESTS_FILE.name}.tmp{os.getpid()}")
+    tmp.write_text(json.dumps(dict(sorted(pins.items())), indent=1) + "\n")
+    os.replace(tmp, PINNED_DIGESTS_FILE)
+
+
 @dataclass(frozen=True)
 class DrawRecord:
     """What a run records about the data it trained on (summary.json's `data_draw`)."""

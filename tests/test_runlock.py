@@ -58,7 +58,9 @@ def test_a_lock_left_by_a_killed_process_does_not_block(tmp_path):
 def test_train_refuses_a_run_that_another_process_is_training(tmp_path, capsys):
     from benchmark import train as train_cli
     from datasets.animals import generate
+    from datasets.draws import draw_folder
     data = tmp_path / "data"
+    generate(draw_folder(data, 0), variant="tiny", progress=False)   # no progress bar before the message
     args = ["--profile", "smoke", "--method", "supervised", "--split", "1_32", "--no-progress", f"data.root={data}",
             f"output.results_dir={tmp_path}/results", "train.iters=2"]
     from benchmark.train import config_from_args, parse_args

@@ -88,6 +88,17 @@ def stats_by(runs: list[RunRecord], metric: str) -> dict[tuple[str, str], SeedSt
     return {k: seed_stats(v) for k, v in values.items()}
 
 
+def numerics_note(runs: list[RunRecord]) -> str | None:
+    """A warning when a table's runs trained under different CPU numerics (benchmark/numerics.py): their
+    digits then depend on the hosts, not only on the methods."""
+    labels = sorted({r.numerics or "not recorded" for r in runs})
+    if len(labels) < 2:
+        return None
+    return (f"Mixed numerics: these runs trained under {', '.join(labels)} CPU numerics, so their digits come "
+            f"from different float summation orders; rerun them under one (train.cpu_numerics) to compare to "
+            f"the digit.")
+
+
 def main_table(runs: list[RunRecord], refs: list[ReferenceRecord], dataset: str, metric: str,
                num: Numbering) -> Table:
     """One metric (best or last) for one dataset: reproduced rows, then imported official logs."""
@@ -134,6 +145,9 @@ def main_table(runs: list[RunRecord], refs: list[ReferenceRecord], dataset: str,
         notes.append(PAPER_DESCRIPTION_NOTE)
     if ds_refs:
         notes.append(REFERENCE_NOTE)
+    mixed = numerics_note(fr + lab)
+    if mixed:
+        notes.append(mixed)
     if lab_splits:
         notes.append("(reference): grid.references cells, trained for every seed beside the grid (e.g. the "
                      "supervised baseline with all labels, the room the labels leave); not ranked, not tested.")

@@ -10,8 +10,8 @@ import pandas as pd
 
 from benchmark.report.common import (DASH, REPO_ROOT, PAPER_DESCRIPTION_NOTE, display_name,
                                      method_sort_key, same_run_suffix, slugify, split_sort_key)
-from benchmark.report.comparison import (REFERENCE_MARK, REFERENCE_NOTE, method_label, methods_of, paper_flag,
-                                         paper_method)
+from benchmark.report.comparison import (REFERENCE_MARK, REFERENCE_NOTE, method_label, methods_of, numerics_note,
+                                         paper_flag, paper_method)
 from benchmark.report.document import Numbering, Table
 from benchmark.report.published import REGISTER_FIELDS, RegisterState
 from benchmark.report.results_store import ReferenceRecord, RunRecord
@@ -165,14 +165,20 @@ def provenance_table(runs: list[RunRecord], num: Numbering) -> Table:
                      _short([r.profile or "" for r in rs], 24), _short([r.device or "" for r in rs], 24),
                      _short([_batch(r) for r in rs], 16),
                      _short([str(r.evaluations) if r.evaluations is not None else "" for r in rs]),
-                     _short([r.precision or "" for r in rs]),
+                     _short([r.precision or "" for r in rs]), _short([r.numerics or "" for r in rs], 40),
                      _short([r.git_commit or "" for r in rs]), _short([r.config_hash or "" for r in rs])])
     notes = ["Run = run name (method, or method__variant). Commits and config hashes are shortened to 10 "
              "characters; the full values are in each run's summary.json.",
              "Labeled batch = labeled images per step over all processes = processes × images per process "
              "(the official recipes: 8 = 4 GPUs × 2, doubled for the supervised baseline). Evals = how many "
              "evaluations 'best on val' was picked from (the official code evaluates after every epoch). "
-             f"Every known deviation from the official UniMatch code is listed in `{FIDELITY_DOC}`."]
+             f"Every known deviation from the official UniMatch code is listed in `{FIDELITY_DOC}`.",
+             "Numerics: CPU runs pin oneDNN, MKL and ATen to AVX2 (train.cpu_numerics: pinned), so that every "
+             "x86-64 host gives the same digits; 'native' runs used the host's best instruction set; GPU runs "
+             "are left as they are."]
+    mixed = numerics_note(runs)
+    if mixed:
+        notes.append(mixed)
     departing = sorted({r.precision for r in runs if r.precision and r.precision != OFFICIAL_PRECISION})
     if departing:
         notes.append(f"Precision {', '.join(departing)}: these runs trained under {', '.join(departing)} "
@@ -186,7 +192,7 @@ def provenance_table(runs: list[RunRecord], num: Numbering) -> Table:
         notes.append(f"The runs come from {len(commits)} different commits: differences between methods may "
                      "include code changes.")
     return Table(["Dataset", "Split", "Run", "Seeds", "Profile", "Device", "Labeled batch", "Evals", "Precision",
-                  "Git commit", "Config hash"], rows,
+                  "Numerics", "Git commit", "Config hash"], rows,
                  num.table("Provenance of every reported run."), notes, key_columns=3)
 
 

@@ -15,6 +15,7 @@ from typing import Any
 
 import yaml
 
+from benchmark.numerics import label as numerics_label
 from benchmark.report.common import ReportError, is_finite, published_backbone, registered_method
 # An ablation variant that trains exactly another cell's run holds this pointer instead of its own run.
 from benchmark.grid import run_name
@@ -72,6 +73,7 @@ class RunRecord:
     base: str | None = None           # the method it declares it builds on (compared with in the report)
     display_name: str | None = None   # how the method names itself (Method.display_name), when recorded
     significance_baseline: bool = False   # every method is tested against it (Method.significance_baseline)
+    numerics: str | None = None       # CPU numerics in force (benchmark.numerics.label; " + " when a resume mixed)
 
     @property
     def label(self) -> str:
@@ -235,7 +237,17 @@ def parse_run_folder(folder: Path) -> RunRecord:
         base=_opt_str(s["base"]) if "base" in s else (cls.base or None if cls is not None else None),
         reference=config_value(folder, "output.reference") is True,
         num_labeled=s["num_labeled"] if isinstance(s.get("num_labeled"), int) else None,
+        numerics=_numerics_label(s.get("cpu_numerics")),
     )
+
+
+def _numerics_label(record: Any) -> str | None:
+    if not isinstance(record, dict):
+        return None
+    sessions = record.get("sessions")
+    if isinstance(sessions, list) and sessions:
+        return " + ".join(str(x) for x in sessions)
+    return numerics_label(record)
 
 
 def _parse_same_run(folder: Path) -> RunRecord:
