@@ -37,6 +37,7 @@ class PhaseTimer:
         self.seconds: dict[tuple[str, ...], float] = defaultdict(float)
         self.calls: dict[tuple[str, ...], int] = defaultdict(int)
         self._stack: list[str] = []
+        self._patched: list[tuple[object, str, object]] = []
         self._since = clock()
 
     def _charge(self) -> None:
@@ -57,7 +58,8 @@ class PhaseTimer:
 
     def wrap(self, owner, attribute: str, name=None) -> None:
         """Replace `owner.attribute` by a timed version; `name` is a phase name or a function of the call."""
-        original = getattr(owner, attribute)
+        original = owner.__dict__[attribute] if attribute in vars(owner) else getattr(owner, attribute)
+        self._patched.append((owner, attribute, original))
 
         @functools.wraps(original)
         def timed(*args, **kwargs):
@@ -65,6 +67,12 @@ class PhaseTimer:
             with self.phase(label):
                 return original(*args, **kwargs)
         setattr(owner, attribute, timed)
+
+    def restore(self) -> None:
+        """Undo every `wrap`, last first."""
+        while self._patched:
+            owner, attribute, original = self._patched.pop()
+            setattr(owner, attribute, original)
 
     def rows(self) -> list[dict]:
         self._charge()
@@ -117,7 +125,8 @@ def profile_one(method: str, profile: str, split: str | None, seed: int, overrid
         from benchmark.trainer import Trainer
     instrument(timer)
     profiler = None
-    with tempfile.TemporaryDirectory() as scratch:
+    with tempfile.TemporaryDirectory() as scratch, contextlib.ExitStack() as undo:
+        undo.callback(timer.restore)
         with timer.phase("config resolve"):
             cfg = resolve(profile=profile, method=method, split=split, seed=seed,
                           overrides=[*overrides, f"output.results_dir={scratch}"])
