@@ -87,6 +87,7 @@ class SemiDataset(Dataset):
         self.length = length
         self._decoded: dict[int, tuple[Image.Image, Image.Image | None]] | None = None
         self._cache_decided = False
+        self._cached_bytes = 0
 
     def __len__(self) -> int:
         return self.length if self.length is not None else len(self.items)
@@ -127,13 +128,14 @@ class SemiDataset(Dataset):
             if mask.size != image.size:
                 raise DataError(f"size mismatch: image {image_path} is {image.size[0]}x{image.size[1]} but "
                                 f"mask {mask_path} is {mask.size[0]}x{mask.size[1]} (width x height)")
-        if not self._cache_decided:   # decided from the first image: the datasets that fit are uniform
+        size = image.size[0] * image.size[1] * (4 if mask is not None else 3)
+        if not self._cache_decided:   # from the first image: a dataset far over the budget never starts one
             self._cache_decided = True
-            pixels = image.size[0] * image.size[1]
-            if len(self.items) * pixels * (4 if mask is not None else 3) <= DECODE_CACHE_BYTES:
+            if len(self.items) * size <= DECODE_CACHE_BYTES:
                 self._decoded = {}
-        if self._decoded is not None:
+        if self._decoded is not None and self._cached_bytes + size <= DECODE_CACHE_BYTES:
             self._decoded[index] = (image, mask)
+            self._cached_bytes += size
         return image, mask
 
     def _weak(self, image: Image.Image, mask: Image.Image, key: int,
