@@ -49,8 +49,11 @@ class ConfusionMatrix:
         target, pred = target[valid], pred[valid]
         n = self.num_classes
         for name, labels in (("target", target), ("prediction", pred)):
+            # bincount would silently mix such labels into other cells; min/max first, as the check is per pixel
+            if not labels.numel() or (int(labels.min()) >= 0 and int(labels.max()) < n):
+                continue
             bad = labels[(labels < 0) | (labels >= n)]
-            if bad.numel():  # bincount would silently mix such labels into other cells
+            if bad.numel():
                 raise ValueError(f"{name} label values {bad.unique()[:10].tolist()} are outside [0, {n}) "
                                  f"and not the ignore index {self.ignore_index}")
         self.matrix += torch.bincount(target * n + pred, minlength=n * n).reshape(n, n)

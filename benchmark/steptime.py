@@ -4,6 +4,7 @@
                                  [--rounds 3] [--variants fp32,bf16,bf16+channels_last,bf16+compile]
                                  [--peak-tflops N] [key=value ...]
     python -m benchmark.steptime --data ...      the data pipeline's images/s per worker (benchmark.datapipe_speed)
+    python -m benchmark.steptime --profile-cell ...   where one whole cell's wall time goes (benchmark.cell_profile)
 
 Each (round, method, variant) is a fresh `python -m benchmark.steptime --one METHOD` process that builds the
 trainer of a real run (same data streams, model, method and optimizer), runs `--warmup` steps (where
@@ -189,6 +190,9 @@ def main(argv: list[str] | None = None) -> int:
     if "--data" in argv:   # the data pipeline's speed: a sibling tool with its own options
         from benchmark import datapipe_speed
         return datapipe_speed.main([arg for arg in argv if arg != "--data"])
+    if "--profile-cell" in argv:   # where one whole cell's wall time goes: a sibling tool too
+        from benchmark import cell_profile
+        return cell_profile.main([arg for arg in argv if arg != "--profile-cell"])
     parser = argparse.ArgumentParser(prog="python -m benchmark.steptime", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--methods", help="comma-separated methods (default: the suite's own)")

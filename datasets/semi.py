@@ -32,6 +32,10 @@ FLIP_P = 0.5
 CUTMIX_P = 0.5
 
 _READ_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
+# A dataset whose decoded images (and masks) all fit in this many bytes keeps them in memory after the first
+# read (per process and DataLoader worker), so a small dataset (the embedded one) is decoded once, not at
+# every draw. Larger ones (the real datasets) are read from disk every time, as the official loader does.
+DECODE_CACHE_BYTES = 256 * 2**20
 
 
 def derive_seed(*parts: object) -> int:
@@ -81,25 +85,21 @@ class SemiDataset(Dataset):
         self.views = frozenset(views) & SAMPLE_VIEWS
         self.seed = seed
         self.length = length
+        self._decoded: dict[int, tuple[Image.Image, Image.Image | None]] | None = None
+        self._cache_decided = False
+        self._cached_bytes = 0
 
     def __len__(self) -> int:
         return self.length if self.length is not None else len(self.items)
 
     def __getitem__(self, key: int) -> dict:
         key = operator.index(key)
-        image_rel, mask_rel = self.items[key % len(self.items)]
-        image_path = self.root / image_rel
-        image = read_image(image_path)
-
-        if self.mode == "train_u":
+        index = key % len(self.items)
+        image_rel = self.items[index][0]
+        image, mask = self._read(index)
+        if mask is None:
             # Labels of unlabeled samples are never used; a zero mask only carries the padding through.
             mask = Image.new("L", image.size, 0)
-        else:
-            mask_path = self.root / mask_rel
-            mask = read_mask(mask_path, self.num_classes)
-            if mask.size != image.size:
-                raise DataError(f"size mismatch: image {image_path} is {image.size[0]}x{image.size[1]} but "
-                                f"mask {mask_path} is {mask.size[0]}x{mask.size[1]} (width x height)")
 
         if self.mode == "val":
             image_tensor, mask_tensor = normalize(image, mask)
@@ -111,6 +111,32 @@ class SemiDataset(Dataset):
             image_tensor, mask_tensor = normalize(image, mask)
             return {"image": image_tensor, "mask": mask_tensor}
         return self._unlabeled_views(image, mask, key)
+
+    def _read(self, index: int) -> tuple[Image.Image, Image.Image | None]:
+        """The decoded image and checked mask of item `index` (no mask for `train_u`), from the cache when the
+        dataset is small enough to keep (DECODE_CACHE_BYTES). The augmentations return new images, never
+        changing their input, so a cached image is shared safely by every draw."""
+        if self._decoded is not None and index in self._decoded:
+            return self._decoded[index]
+        image_rel, mask_rel = self.items[index]
+        image_path = self.root / image_rel
+        image = read_image(image_path)
+        mask = None
+        if self.mode != "train_u":
+            mask_path = self.root / mask_rel
+            mask = read_mask(mask_path, self.num_classes)
+            if mask.size != image.size:
+                raise DataError(f"size mismatch: image {image_path} is {image.size[0]}x{image.size[1]} but "
+                                f"mask {mask_path} is {mask.size[0]}x{mask.size[1]} (width x height)")
+        size = image.size[0] * image.size[1] * (4 if mask is not None else 3)
+        if not self._cache_decided:   # from the first image: a dataset far over the budget never starts one
+            self._cache_decided = True
+            if len(self.items) * size <= DECODE_CACHE_BYTES:
+                self._decoded = {}
+        if self._decoded is not None and self._cached_bytes + size <= DECODE_CACHE_BYTES:
+            self._decoded[index] = (image, mask)
+            self._cached_bytes += size
+        return image, mask
 
     def _weak(self, image: Image.Image, mask: Image.Image, key: int,
               pad_value: int) -> tuple[Image.Image, Image.Image]:

@@ -137,9 +137,22 @@ def cutmix_box(size: int, rng: random.Random, p: float = 0.5, size_min: float = 
     return box
 
 
+_MEAN = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
+_STD = torch.tensor(IMAGENET_STD).view(3, 1, 1)
+
+
 def normalize(img: Image.Image, mask: Image.Image | None = None):
-    """ToTensor + ImageNet mean/std; the mask (if given) becomes a LongTensor of its pixel values."""
-    tensor = TF.normalize(TF.to_tensor(img), IMAGENET_MEAN, IMAGENET_STD)
+    """ToTensor + ImageNet mean/std; the mask (if given) becomes a LongTensor of its pixel values.
+
+    An RGB image takes the same float operations as torchvision's `to_tensor` then `normalize` (÷255, − mean,
+    ÷ std, elementwise in float32, so the same bits) without their per-call checks and conversions, which
+    cost more than the arithmetic on small images; other modes go through torchvision itself.
+    """
+    if img.mode == "RGB" and torch.get_default_dtype() == torch.float32:
+        chw = np.ascontiguousarray(np.asarray(img).transpose(2, 0, 1))
+        tensor = torch.from_numpy(chw).to(torch.float32).div(255).sub_(_MEAN).div_(_STD)
+    else:
+        tensor = TF.normalize(TF.to_tensor(img), IMAGENET_MEAN, IMAGENET_STD)
     if mask is None:
         return tensor
     return tensor, torch.from_numpy(np.array(mask, dtype=np.int64))

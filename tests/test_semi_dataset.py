@@ -301,3 +301,40 @@ def test_build_loader_batches_keys(data):
     val = SemiDataset(data[0], data[1], "val", None, NUM_CLASSES)
     ids = [b["id"][0] for b in build_loader(val, 1, ShardedEvalSampler(len(val), 1, 2), drop_last=False)]
     assert ids == [data[1][1][0], data[1][3][0]]
+
+
+def count_reads(monkeypatch):
+    import datasets.semi as semi
+    reads = Counter()
+    for name in ("read_image", "read_mask"):
+        original = getattr(semi, name)
+        monkeypatch.setattr(semi, name, lambda path, *a, _orig=original, _name=name:
+                            reads.update([_name]) or _orig(path, *a))
+    return reads
+
+
+@pytest.mark.parametrize("mode, views", [("train_l", frozenset()), ("train_u", ALL_VIEWS), ("val", frozenset())])
+def test_small_dataset_decodes_each_file_once_and_samples_are_unchanged(data, monkeypatch, mode, views):
+    import datasets.semi as semi
+    monkeypatch.setattr(semi, "DECODE_CACHE_BYTES", 0)   # too small for anything: read from disk every time
+    uncached = dataset(data, mode, views=views, seed=4)
+    expected = [uncached[key] for key in range(3 * len(SIZES))]
+    monkeypatch.undo()
+    reads = count_reads(monkeypatch)
+    cached = dataset(data, mode, views=views, seed=4)
+    for key, sample in enumerate(expected):   # every key three times over the four items
+        got = cached[key]
+        assert got.keys() == sample.keys()
+        assert all(torch.equal(got[k], v) if torch.is_tensor(v) else got[k] == v for k, v in sample.items())
+    assert reads["read_image"] == len(SIZES)
+    assert reads["read_mask"] == (0 if mode == "train_u" else len(SIZES))
+
+
+def test_dataset_over_the_cache_budget_reads_from_disk_every_time(data, monkeypatch):
+    import datasets.semi as semi
+    monkeypatch.setattr(semi, "DECODE_CACHE_BYTES", 40 * 30 * 4 * len(SIZES) - 1)   # the first is 40x30
+    reads = count_reads(monkeypatch)
+    ds = dataset(data, "train_l")
+    for key in range(2 * len(SIZES)):
+        ds[key]
+    assert reads["read_image"] == reads["read_mask"] == 2 * len(SIZES)

@@ -116,3 +116,34 @@ def test_unknown_variant_is_one_clear_error(capsys):
     with pytest.raises(SystemExit) as exc:
         run_main(lambda: steptime.main(["--methods", "supervised", "--variants", "fp32,fast"]))
     assert exc.value.code == 2 and "unknown variant 'fast'" in capsys.readouterr().err
+
+
+def test_phase_timer_charges_nested_time_to_the_inner_phase(monkeypatch):
+    from benchmark import cell_profile
+    now = [0.0]
+    monkeypatch.setattr(cell_profile, "clock", lambda: now[0])
+    timer = cell_profile.PhaseTimer()
+    with timer.phase("outer"):
+        now[0] += 1.0
+        with timer.phase("inner"):
+            now[0] += 2.0
+        now[0] += 0.5
+    now[0] += 0.25
+    rows = {row["phase"]: (row["seconds"], row["calls"]) for row in timer.rows()}
+    assert rows == {"outer": (1.5, 1), "outer > inner": (2.0, 1), "(rest)": (0.25, 0)}
+
+
+def test_profile_cell_covers_the_pieces_of_a_real_cell(tiny_overrides):
+    from benchmark import cell_profile
+    result = cell_profile.profile_one("fixmatch", "smoke", None, 0, tiny_overrides, None)
+    phases = {row["phase"] for row in result["rows"]}
+    for expected in ("imports", "train step > backward", "train step > optimizer", "train step > train data > decode",
+                     "train step > train data > augment", "evaluation", "checkpoint write"):
+        assert expected in phases, expected
+    assert any(p.startswith("train step > forward (eval") for p in phases)   # the CutMix source's labels
+    assert any(p.startswith("evaluation > forward (eval") for p in phases)
+    assert result["iters"] > 0 and all(row["seconds"] >= 0 for row in result["rows"])
+    import torch
+    from benchmark.trainer import Trainer
+    assert not hasattr(torch.Tensor.backward, "__wrapped__") and not hasattr(Trainer.fit, "__wrapped__")
+    assert not hasattr(Trainer._evaluate, "__wrapped__")   # the wrappers are gone again

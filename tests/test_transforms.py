@@ -170,3 +170,13 @@ def test_normalize_uses_imagenet_statistics():
     assert torch.allclose(tensor[:, 0, 0], torch.tensor(expected), atol=1e-6)
     assert mask.dtype == torch.long and mask.shape == (2, 3) and (mask == 7).all()
     assert torch.equal(T.normalize(image), tensor)
+
+
+@pytest.mark.parametrize("size", [(64, 64), (37, 91)])
+def test_normalize_has_torchvisions_bits(size):
+    import torchvision.transforms.functional as TF
+    image = colourful_image(*size, seed=3)
+    for img in (image, T.strong_color(image, random.Random(1)), image.transpose(Image.FLIP_LEFT_RIGHT)):
+        expected = TF.normalize(TF.to_tensor(img), T.IMAGENET_MEAN, T.IMAGENET_STD)
+        got = T.normalize(img)
+        assert torch.equal(got, expected) and got.stride() == expected.stride()
