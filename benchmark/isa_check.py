@@ -22,7 +22,7 @@ from pathlib import Path
 
 from benchmark.cli import run_main
 from benchmark.config import REPO_ROOT
-from benchmark.numerics import ISA_ORDERS, MODES, PINNED_ISA, host_isa
+from benchmark.numerics import ISA_ORDERS, MODES, PINNED_ISA, REPLACED_VAR, host_isa
 
 # A host's oneDNN cap and the ATen capability such a host would have.
 HOST_CAPS = {"SSE41": "default", "AVX": "default", "AVX2": "avx2", "AVX2_VNNI": "avx2",
@@ -48,7 +48,7 @@ def weights_digest(checkpoint: Path) -> str:
 
 
 def run_cell(method: str, mode: str, cap: str, results: Path, overrides: list[str]) -> dict:
-    env = {k: v for k, v in os.environ.items() if k not in ISA_ORDERS and k != "_SSSEG_NUMERICS_SET"}
+    env = {k: v for k, v in os.environ.items() if k not in ISA_ORDERS and k != REPLACED_VAR}
     if cap != NATIVE:
         env.update(ONEDNN_MAX_CPU_ISA=cap, ATEN_CPU_CAPABILITY=HOST_CAPS[cap])
     out = results / f"{mode}-{cap.split()[0]}"

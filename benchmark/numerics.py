@@ -15,6 +15,7 @@ This module imports nothing heavy: it must run before torch.
 """
 from __future__ import annotations
 
+import json
 import os
 import platform
 import sys
@@ -40,11 +41,15 @@ ISA_ORDERS = {
 # The pin in each library's spelling.
 PINS = {name: next(v for v in order if v.upper() == PINNED_ISA) for name, order in ISA_ORDERS.items()}
 INDUCTOR_SIMDLEN = 256   # AVX2's vector width in bits, for torch.compile's generated C++ (train.compile)
-_SET_BY_US = "_SSSEG_NUMERICS_SET"   # names of the variables this module set (a child process inherits them)
+# What this module replaced, as JSON {name: the user's value or null}; child processes inherit it.
+REPLACED_VAR = "_SSSEG_NUMERICS_REPLACED"
 
 
-def _ours() -> set[str]:
-    return set(filter(None, os.environ.get(_SET_BY_US, "").split(",")))
+def _ours() -> dict[str, str | None]:
+    try:
+        return json.loads(os.environ.get(REPLACED_VAR) or "{}")
+    except ValueError:
+        return {}
 
 
 def _pinned_value(name: str, user_value: str | None) -> str:
@@ -57,23 +62,26 @@ def _pinned_value(name: str, user_value: str | None) -> str:
 
 
 def pin_environment(mode: str, gpu: bool = False) -> None:
-    """Sets (pinned) or clears (native, or a GPU run) the variables of PINS in this process's environment.
-    What the user set is left alone in native mode and on GPU runs; in pinned mode it is replaced by the pin
-    unless it is stricter."""
+    """Sets (pinned) or restores (native, or a GPU run) the variables of PINS in this process's environment.
+    In pinned mode a user's value is replaced by the pin unless it is stricter; native and GPU runs get the
+    user's own values back (or none)."""
     if mode not in MODES:
         raise ValueError(f"train.cpu_numerics must be one of {', '.join(MODES)}, got {mode!r}")
     ours = _ours()
     for name in PINS:
-        user_value = None if name in ours else os.environ.get(name)
+        user_value = ours[name] if name in ours else os.environ.get(name)
         if mode == "pinned" and not gpu:
             value = _pinned_value(name, user_value)
             if value.upper() != (user_value or "").strip().upper():   # else the user's own, stricter value
                 os.environ[name] = value
-                ours.add(name)
+                ours[name] = user_value
         elif name in ours:
-            os.environ.pop(name, None)
-            ours.discard(name)
-    os.environ[_SET_BY_US] = ",".join(sorted(ours))
+            if user_value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = user_value
+            del ours[name]
+    os.environ[REPLACED_VAR] = json.dumps(ours)
 
 
 def apply(mode: str, device_type: str, compile_model: bool = False) -> dict:

@@ -13,11 +13,12 @@ from benchmark import numerics
 
 ROOT = Path(__file__).resolve().parents[1]
 PINNED_VARS = tuple(numerics.PINS)
+REPLACED_VAR = numerics.REPLACED_VAR
 
 
 def child_environment(code: str, **env) -> dict:
     """What a fresh Python process that imports `benchmark` (as every entry point does) ends up with."""
-    clean = {k: v for k, v in os.environ.items() if k not in PINNED_VARS and k != "_SSSEG_NUMERICS_SET"}
+    clean = {k: v for k, v in os.environ.items() if k not in PINNED_VARS and k != REPLACED_VAR}
     out = subprocess.run([sys.executable, "-c", f"import benchmark, json, os\n{code}\n"
                           f"print(json.dumps({{k: os.environ.get(k) for k in {PINNED_VARS!r}}}))"],
                          cwd=ROOT, env={**clean, **env, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True,
@@ -64,6 +65,12 @@ def test_native_in_a_training_process_reaches_torch_and_pinned_is_recorded(tmp_p
             assert capability == "AVX2"
         elif numerics.host_isa() == "avx512":
             assert capability == "AVX512"
+
+
+def test_native_gives_a_user_cap_back():
+    code = ("from benchmark.numerics import pin_environment\n"
+            "assert os.environ['ONEDNN_MAX_CPU_ISA'] == 'AVX2'\npin_environment('native')")
+    assert child_environment(code, ONEDNN_MAX_CPU_ISA="AVX512_CORE")["ONEDNN_MAX_CPU_ISA"] == "AVX512_CORE"
 
 
 def test_gpu_runs_are_left_alone():
