@@ -53,6 +53,7 @@ class TrainConfig:
     epochs: int = 0           # passes over the unlabeled set (labeled set for labeled-only methods)
     batch_size: int = 8       # per process, for each of the labeled and unlabeled batches
     total_batch_size: int = 0  # > 0: the total over all processes; overrides batch_size with total / world size
+    loss_shards: int = 1      # losses averaged per shard of the total batch, then over shards (recipe: its GPUs)
     lr: float = 0.01
     lr_multi: float = 10.0    # head learning rate = lr * lr_multi
     momentum: float = 0.9
@@ -142,6 +143,8 @@ class Config:
         recipe.pop("output")
         recipe.pop("grid")
         recipe.pop("plugins")     # where the method's code lives; its name and settings are in the recipe
+        if recipe["train"]["loss_shards"] == 1:   # added later at the old behaviour: older runs keep their hash
+            recipe["train"].pop("loss_shards")
         blob = json.dumps(recipe, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:12]
 

@@ -31,6 +31,27 @@ def per_process_batch(train: TrainConfig, world_size: int) -> int:
     return total // world_size
 
 
+def loss_shards_per_process(train: TrainConfig, world_size: int) -> int:
+    """Virtual loss shards of each process's batch. `train.loss_shards` counts them over all processes (the
+    recipe's GPU count: the official code averages each loss over each GPU's images, then DDP averages the
+    GPUs), so 1 process holds all of them and the recipe's own world size holds 1 each."""
+    shards = train.loss_shards
+    if shards < 1:
+        raise ConfigError(f"train.loss_shards must be >= 1, got {shards}")
+    if shards % world_size == 0:
+        per_process = shards // world_size
+    elif world_size % shards == 0:
+        per_process = 1      # more processes than the recipe's GPUs: each is already a smaller shard
+    else:
+        raise ConfigError(f"train.loss_shards={shards} does not divide over {world_size} processes "
+                          f"(or they over it)")
+    batch = per_process_batch(train, world_size)
+    if batch % per_process:
+        raise ConfigError(f"train.loss_shards={shards} gives {per_process} shards per process, which do not "
+                          f"divide its batch of {batch}")
+    return per_process
+
+
 def steps_per_epoch(epoch_length: int, batch_per_process: int, world_size: int) -> int:
     """One pass over `epoch_length` samples at the given batch (what drop_last leaves), at least one step."""
     return max(epoch_length // (batch_per_process * world_size), 1)
@@ -79,6 +100,8 @@ def run_facts(cfg: Config, *, world_size: int, labeled_batch: int, batch: int, e
              "labeled_batch_per_process": labeled_batch, "labeled_total_batch_size": labeled_batch * world_size,
              "eval_every": every, "evaluations": len(evaluation_steps(total, every)),
              "precision": precision, "mix_source": cfg.data.mix_source}
+    if cfg.train.loss_shards != 1:
+        facts["loss_shards_per_process"] = loss_shards_per_process(cfg.train, world_size)
     if cfg.loss.criterion == "ohem":
         facts["ohem_min_kept_per_process"] = ohem_min_kept_per_process(cfg, world_size)
     return facts
