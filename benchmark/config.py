@@ -35,6 +35,9 @@ class DataConfig:
     # CutMix source batch: same_ids (official: a second pass of the unlabeled sampler, so the same image ids
     # augmented anew) | independent (an independently sampled stream of other images)
     mix_source: str = "independent"
+    # seeded (a pure function of seed and key, leftovers carried into the next epoch) | official (UniMatch's
+    # DistributedSampler over train.loss_shards GPUs: shared permutation, padding, drop_last; datasets/official_order.py)
+    epoch_order: str = "seeded"
 
 
 @dataclass
@@ -143,8 +146,10 @@ class Config:
         recipe.pop("output")
         recipe.pop("grid")
         recipe.pop("plugins")     # where the method's code lives; its name and settings are in the recipe
-        if recipe["train"]["loss_shards"] == 1:   # added later at the old behaviour: older runs keep their hash
-            recipe["train"].pop("loss_shards")
+        # Keys added later, at their old behaviour: runs that do not set them keep their hash.
+        for section, key, old in (("train", "loss_shards", 1), ("data", "epoch_order", "seeded")):
+            if recipe[section][key] == old:
+                recipe[section].pop(key)
         blob = json.dumps(recipe, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:12]
 
