@@ -44,8 +44,8 @@ def loss_shards_per_process(train: TrainConfig, world_size: int) -> int:
     elif world_size % shards == 0:
         per_process = 1      # more processes than the recipe's GPUs: each is already a smaller shard
     else:
-        raise ConfigError(f"train.loss_shards={shards} does not divide over {world_size} processes "
-                          f"(or they over it)")
+        raise ConfigError(f"train.loss_shards={shards} does not divide over {world_size} processes, nor they "
+                          f"over it")
     batch = per_process_batch(train, world_size)
     if batch % per_process:
         raise ConfigError(f"train.loss_shards={shards} gives {per_process} shards per process, which do not "

@@ -63,7 +63,7 @@ def train_cfg(loss_shards, total=8, batch=0):
 def test_shards_per_process_follow_the_world_size():
     assert [loss_shards_per_process(train_cfg(4), w) for w in (1, 2, 4, 8)] == [4, 2, 1, 1]
     assert loss_shards_per_process(train_cfg(1), 1) == 1
-    with pytest.raises(ConfigError, match="train.loss_shards=4 does not divide over 3 processes"):
+    with pytest.raises(ConfigError, match="train.loss_shards=4 does not divide over 3 processes, nor"):
         loss_shards_per_process(train_cfg(4, total=0, batch=2), 3)
     with pytest.raises(ConfigError, match="do not divide its batch of 6"):
         loss_shards_per_process(train_cfg(4, total=6), 1)

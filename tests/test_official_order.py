@@ -124,3 +124,25 @@ def test_streams_follow_the_official_order_on_any_world_size(tiny_data, tmp_path
     labeled_only = Streams(sup, plan_data(sup), frozenset(), 16, 0)     # the doubled batch, 4 per GPU
     assert labeled_only.num_labeled == 32
     assert labeled_only.steps_per_epoch == official_loader_steps(32, 4)
+
+
+@pytest.mark.skipif(not SPLITS, reason="the published split manifest is not on this machine")
+def test_print_config_shows_the_schedule_for_a_world_size(capsys, monkeypatch):
+    from benchmark.config import ConfigError
+    from benchmark.train import main
+    args = ["--profile", "pascal", "--method", "unimatch", "--split", "366", "--print-config",
+            f"data.split_dir={MANIFEST.parent / 'pascal'}"]
+    steps = official_loader_steps(10216, BATCH)
+    for world_size in (1, 2, 4):
+        assert main([*args, "--world-size", str(world_size)]) == 0
+        tail = capsys.readouterr().out.splitlines()[-3:]
+        per = 8 // world_size
+        assert tail[0] == (f"# on {world_size} process(es): batch per process {per} labeled + {per} unlabeled "
+                           f"(in total 8 + 8), {4 // world_size} loss shard(s) per process")
+        assert tail[1] == f"# steps per epoch {steps} (one pass over 10216 unlabeled images)"
+        assert tail[2] == f"# {80 * steps} steps, evaluation every {steps} steps (80 evaluations)"
+    monkeypatch.setenv("WORLD_SIZE", "2")                     # as torchrun sets it
+    assert main(args) == 0
+    assert "# on 2 process(es)" in capsys.readouterr().out
+    with pytest.raises(ConfigError, match="does not divide over 3 processes"):
+        main([*args, "--world-size", "3"])
