@@ -43,6 +43,9 @@ class DataConfig:
     # CutMix source batch: same_ids (official: a second pass of the unlabeled sampler, so the same image ids
     # augmented anew) | independent (an independently sampled stream of other images)
     mix_source: str = "independent"
+    # seeded (a pure function of seed and key, leftovers carried into the next epoch) | official (UniMatch's
+    # DistributedSampler over train.loss_shards GPUs: shared permutation, padding, drop_last; datasets/official_order.py)
+    epoch_order: str = "seeded"
 
 
 @dataclass
@@ -61,6 +64,7 @@ class TrainConfig:
     epochs: int = 0           # passes over the unlabeled set (labeled set for labeled-only methods)
     batch_size: int = 8       # per process, for each of the labeled and unlabeled batches
     total_batch_size: int = 0  # > 0: the total over all processes; overrides batch_size with total / world size
+    loss_shards: int = 1      # losses averaged per shard of the total batch, then over shards (recipe: its GPUs)
     lr: float = 0.01
     lr_multi: float = 10.0    # head learning rate = lr * lr_multi
     momentum: float = 0.9
@@ -155,6 +159,10 @@ class Config:
         recipe.pop("output")
         recipe.pop("grid")
         recipe.pop("plugins")     # where the method's code lives; its name and settings are in the recipe
+        # Keys added later, at their old behaviour: runs that do not set them keep their hash.
+        for section, key, old in (("train", "loss_shards", 1), ("data", "epoch_order", "seeded")):
+            if recipe[section][key] == old:
+                recipe[section].pop(key)
         blob = json.dumps(recipe, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:12]
 

@@ -13,10 +13,11 @@ import torch
 from torch.utils.data import DataLoader
 
 from benchmark.config import REPO_ROOT, Config, ConfigError
-from benchmark.schedule import check_mix_source, per_process_batch, steps_per_epoch
+from benchmark.schedule import check_mix_source, epoch_steps, per_process_batch, virtual_gpus
 from datasets.catalog import DatasetSpec, get_spec
 from datasets.draws import DrawRecord, draw_seed
 from datasets.errors import DataError
+from datasets.official_order import OfficialOrder
 from datasets.semi import KeySampler, SemiDataset, ShardedEvalSampler, derive_seed
 from datasets.splits import read_split_file, split_paths, val_path
 
@@ -77,29 +78,37 @@ class Streams:
         common = dict(root=plan.root, crop_size=plan.crop_size, num_classes=nc)
         # One pass over the unlabeled set is an epoch, labeled ids repeated to the unlabeled count; a
         # labeled-only method's epoch is one pass over the labeled set at its own (e.g. doubled) batch.
-        self.steps_per_epoch = (steps_per_epoch(self.num_unlabeled, batch, world_size) if self.uses_unlabeled
-                                else steps_per_epoch(self.num_labeled, labeled_batch, world_size))
+        self.steps_per_epoch = epoch_steps(cfg, self.num_labeled, self.num_unlabeled, labeled_batch, world_size)
         # Images one process consumes per step: the labeled batch plus one batch per unlabeled stream.
         self.images_per_step = labeled_batch + (batch * (2 if "mix" in views else 1) if self.uses_unlabeled else 0)
-        sampler_args = dict(start=start_step * labeled_batch * world_size, rank=rank, world_size=world_size)
+        same_ids = check_mix_source(cfg.data.mix_source) == "same_ids"
+        if cfg.data.epoch_order == "official":
+            # The official samplers: labeled and unlabeled (and a same_ids mix) share one permutation.
+            gpus, length = virtual_gpus(cfg.train, world_size), self.num_unlabeled or self.num_labeled
+
+            def order(name: str, n: int, per_process: int) -> OfficialOrder:
+                order_seed = stream_seed("mix") if name == "mix" and not same_ids else seed
+                return OfficialOrder(n, length, order_seed, gpus, per_process * world_size // gpus, start_step,
+                                     rank, world_size)
+        else:
+            # same_ids: the mix stream walks the unlabeled stream's keys, so it holds the same ids.
+            def order(name: str, n: int, per_process: int) -> KeySampler:
+                seeded_as = "unlabeled" if name == "mix" and same_ids else name
+                return KeySampler(n, stream_seed(seeded_as), start=start_step * per_process * world_size,
+                                  rank=rank, world_size=world_size,
+                                  length=self.num_unlabeled or None if name == "labeled" else None)
         self._iters: dict[str, Iterator] = {
             "labeled": self._loader(SemiDataset(items=labeled, mode="train_l", seed=stream_seed("labeled"),
                                                 **common),
-                                    KeySampler(len(labeled), stream_seed("labeled"),
-                                               length=self.num_unlabeled or None, **sampler_args),
-                                    labeled_batch, cfg.data.workers)}
-        self.samplers: dict[str, KeySampler] = {}
+                                    order("labeled", len(labeled), labeled_batch), labeled_batch, cfg.data.workers)}
+        self.samplers: dict[str, KeySampler | OfficialOrder] = {}
         if self.uses_unlabeled:
             unlabeled_views = frozenset(views) - {"mix"}
-            sampler_args["start"] = start_step * batch * world_size
-            # same_ids (official): the mix stream walks the unlabeled stream's keys, so it holds the same ids;
-            # its dataset seed differs, so every image is augmented anew.
-            same_ids = check_mix_source(cfg.data.mix_source) == "same_ids"
+            # The mix stream's dataset seed differs from the unlabeled one's, so every image is augmented anew.
             for name in ("unlabeled", "mix") if "mix" in views else ("unlabeled",):
                 dataset = SemiDataset(items=unlabeled, mode="train_u", views=unlabeled_views,
                                       seed=stream_seed(name), **common)
-                order_seed = stream_seed("unlabeled" if same_ids else name)
-                self.samplers[name] = KeySampler(len(unlabeled), order_seed, **sampler_args)
+                self.samplers[name] = order(name, len(unlabeled), batch)
                 self._iters[name] = self._loader(dataset, self.samplers[name], batch, cfg.data.workers)
 
     @staticmethod

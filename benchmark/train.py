@@ -44,6 +44,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--print-config", action="store_true",
                         help="print the resolved config, each value with where it came from (default, dataset, "
                              "base, profile, file, CLI), and exit")
+    parser.add_argument("--world-size", type=int, metavar="N",
+                        help="with --print-config: show the batch per process, steps per epoch and evaluation "
+                             "cadence on N processes (default: torchrun's WORLD_SIZE, else 1)")
     parser.add_argument("overrides", nargs="*", metavar="section.key=value")
     # Overrides may come before, between or after flags.
     return parser.parse_intermixed_args(argv)
@@ -66,6 +69,48 @@ def describe_everything() -> str:
         lines.append(f"  {name:<11} {spec.num_classes} classes; splits {', '.join(spec.splits)}")
     lines.append(f"Profiles: {', '.join(available('profiles'))}")
     return "\n".join(lines)
+
+
+def world_schedule(cfg, world_size: int) -> list[str]:
+    """What depends on the world size, as comment lines: batches, loss shards, steps, evaluations."""
+    from benchmark.config import ConfigError
+    from benchmark.data import resolve_path
+    from benchmark.schedule import (epoch_steps, evaluation_interval, evaluation_steps, loss_shards_per_process,
+                                    per_process_batch)
+    from benchmark.trainer import build_method
+    from datasets.catalog import get_spec
+    from datasets.errors import DataError
+    from datasets.splits import read_split_file, split_paths
+    if world_size < 1:
+        raise ConfigError(f"--world-size must be >= 1, got {world_size}")
+    spec = get_spec(cfg.data.dataset)
+    method = build_method(cfg, spec.num_classes, world_size)
+    batch = per_process_batch(cfg.train, world_size)
+    labeled_batch = method.labeled_batch_size(batch)
+    batches = (f"batch per process {labeled_batch} labeled + {batch} unlabeled (in total {labeled_batch * world_size}"
+               f" + {batch * world_size})" if method.needs() else
+               f"labeled batch per process {labeled_batch} (in total {labeled_batch * world_size})")
+    lines = [f"# on {world_size} process(es): {batches}, "
+             f"{loss_shards_per_process(cfg.train, world_size)} loss shard(s) per process"]
+    split_dir = resolve_path(cfg.data.split_dir or spec.default_split_dir)
+    try:
+        labeled_txt, unlabeled_txt = split_paths(split_dir, cfg.data.split or spec.splits[0])
+        num_labeled = len(read_split_file(labeled_txt, check_exists=False))
+        num_unlabeled = len(read_split_file(unlabeled_txt, check_exists=False, require_masks=False)) \
+            if method.needs() else 0
+    except DataError as exc:
+        epoch = None
+        lines.append(f"# steps per epoch: unknown until the split lists are there ({exc})")
+    else:
+        epoch = epoch_steps(cfg, num_labeled, num_unlabeled, labeled_batch, world_size)
+        counted = f"{num_unlabeled} unlabeled images" if num_unlabeled else f"{num_labeled} labeled images"
+        lines.append(f"# steps per epoch {epoch} (one pass over {counted})")
+    total = cfg.train.iters or (cfg.train.epochs * epoch if epoch else 0)
+    if total and (epoch or not cfg.eval.every_epochs):
+        every = evaluation_interval(cfg.eval, total, epoch or 1)
+        lines.append(f"# {total} steps, evaluation every {every} steps "
+                     f"({len(evaluation_steps(total, every))} evaluations)")
+    return lines
 
 
 def run_config(*, profile: str, method=None, dataset=None, split=None, seed=None, config_file=None,
@@ -100,6 +145,8 @@ def main(argv=None) -> int:
     if args.print_config:
         from benchmark.config_files import annotated_yaml
         print(annotated_yaml(cfg.to_dict(), sources))
+        import os
+        print("\n".join(world_schedule(cfg, args.world_size or int(os.environ.get("WORLD_SIZE", "1")))))
         return 0
     from benchmark.distributed import init_distributed
     from benchmark.trainer import Trainer

@@ -23,8 +23,8 @@ from benchmark.model import build_model
 from benchmark.qualitative import QUALITATIVE_FILE, QualitativeSaver
 from benchmark.numerics import apply as apply_numerics, label as numerics_label
 from benchmark.run_state import final_evaluation, numerics_record, read_train_log, threads_record
-from benchmark.schedule import (evaluation_interval, ohem_min_kept_per_process, per_process_batch, poly_lr,
-                                run_facts)
+from benchmark.schedule import (evaluation_interval, loss_shards_per_process, ohem_min_kept_per_process,
+                                per_process_batch, poly_lr, run_facts)
 from benchmark.split_lists import check_split_lists
 from benchmark.tensorboard_log import TensorBoardLog
 from methods import registry
@@ -64,7 +64,8 @@ def build_method(cfg: Config, num_classes: int, world_size: int = 1) -> Method:
         raise ConfigError(f"method.components must be a mapping of component: true/false, got {components!r}")
     loss = dataclasses.replace(cfg.loss, ohem_min_kept=ohem_min_kept_per_process(cfg, world_size),
                                ohem_min_kept_world_size=0)   # already per process
-    return method_cls(method_cls.make_params(values), components, MethodContext(num_classes, 255, loss))
+    context = MethodContext(num_classes, 255, loss, loss_shards=loss_shards_per_process(cfg.train, world_size))
+    return method_cls(method_cls.make_params(values), components, context)
 
 
 def seed_everything(seed: int) -> None:

@@ -27,6 +27,9 @@ class MethodContext:
     num_classes: int
     ignore_index: int = 255
     loss: LossSettings = field(default_factory=LossSettings)
+    # Virtual shards of this process's batch: each loss is averaged per shard, then over the shards, as the
+    # official code's per-GPU means averaged by DDP (the trainer derives it from `train.loss_shards`).
+    loss_shards: int = 1
 
 
 @dataclass(frozen=True)

@@ -43,33 +43,55 @@ def ohem_cross_entropy(logits: torch.Tensor, target: torch.Tensor, ignore_index:
     return F.cross_entropy(logits, kept, ignore_index=ignore_index)
 
 
-class LabeledLoss(nn.Module):
-    """The supervised term: CE with ignore 255, or OHEM CE (Cityscapes)."""
+def check_shards(batch: int, shards: int) -> None:
+    if shards < 1 or batch % shards:
+        from methods.base import MethodError
+        raise MethodError(f"a batch of {batch} images does not split into {shards} loss shards "
+                          f"(train.loss_shards over the world size must divide the batch per process)")
 
-    def __init__(self, settings: LossSettings, ignore_index: int = 255):
+
+class LabeledLoss(nn.Module):
+    """The supervised term: CE with ignore 255, or OHEM CE (Cityscapes); with `shards` > 1, the mean over
+    equal batch shards of each shard's own loss (OHEM's `min_kept` is then per process, split over them)."""
+
+    def __init__(self, settings: LossSettings, ignore_index: int = 255, shards: int = 1):
         super().__init__()
         if settings.criterion not in ("ce", "ohem"):
             from methods.base import MethodError
             raise MethodError(f"loss.criterion must be 'ce' or 'ohem', got {settings.criterion!r}")
         self.settings = settings
         self.ignore_index = ignore_index
+        self.shards = shards
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        if self.shards == 1:
+            return self._loss(logits, target, self.settings.ohem_min_kept)
+        check_shards(logits.shape[0], self.shards)
+        min_kept = self.settings.ohem_min_kept // self.shards
+        return torch.stack([self._loss(lg, tg, min_kept) for lg, tg in
+                            zip(logits.chunk(self.shards), target.chunk(self.shards))]).mean()
+
+    def _loss(self, logits: torch.Tensor, target: torch.Tensor, min_kept: int) -> torch.Tensor:
         if self.settings.criterion == "ohem":
-            return ohem_cross_entropy(logits, target, self.ignore_index, self.settings.ohem_thresh,
-                                      self.settings.ohem_min_kept)
+            return ohem_cross_entropy(logits, target, self.ignore_index, self.settings.ohem_thresh, min_kept)
         return F.cross_entropy(logits, target, ignore_index=self.ignore_index)
 
 
-def confident_cross_entropy(logits: torch.Tensor, pseudo: "PseudoLabels", thresh: float) -> torch.Tensor:
+def confident_cross_entropy(logits: torch.Tensor, pseudo: "PseudoLabels", thresh: float,
+                            shards: int = 1) -> torch.Tensor:
     """sum_p CE_p · [conf_p ≥ τ] · [p not padding]  /  #(non-padding pixels).
 
-    The normaliser counts all non-padding pixels, not only the confident ones (official UniMatch).
+    The normaliser counts all non-padding pixels, not only the confident ones (official UniMatch). With
+    `shards` > 1 the ratio is taken per equal batch shard and averaged over the shards.
     """
     per_pixel = F.cross_entropy(logits, pseudo.label, reduction="none")
     valid = pseudo.ignore != PADDING
     confident = (pseudo.conf >= thresh) & valid
-    return (per_pixel * confident).sum() / valid.sum().clamp_min(1)
+    if shards == 1:
+        return (per_pixel * confident).sum() / valid.sum().clamp_min(1)
+    check_shards(logits.shape[0], shards)
+    sums = (per_pixel * confident).reshape(shards, -1).sum(dim=1)
+    return (sums / valid.reshape(shards, -1).sum(dim=1).clamp_min(1)).mean()
 
 
 def confident_ratio(pseudo: "PseudoLabels", thresh: float) -> float:
@@ -82,7 +104,7 @@ def confident_ratio(pseudo: "PseudoLabels", thresh: float) -> float:
 
 @dataclass
 class PseudoLabels:
-    label: torch.Tensor   # long [N,H,W], argmax class
+    label: torch.Tensor   # long [N,H,W], argmax of the logits
     conf: torch.Tensor    # float [N,H,W], max softmax probability
     ignore: torch.Tensor  # long [N,H,W], 255 where the crop was padding
 
@@ -97,9 +119,11 @@ class PseudoLabels:
 
 
 def pseudo_labels(logits: torch.Tensor, ignore: torch.Tensor) -> PseudoLabels:
-    probs = logits.detach().float().softmax(dim=1)
-    conf, label = probs.max(dim=1)
-    return PseudoLabels(label=label, conf=conf, ignore=ignore)
+    """Labels: argmax over the logits (official); confidence: max softmax probability. The argmax of the
+    softmax differs where rounding ties two probabilities whose logits differ, which threshold 0
+    (Cityscapes) would train on."""
+    logits = logits.detach().float()
+    return PseudoLabels(label=logits.argmax(dim=1), conf=logits.softmax(dim=1).amax(dim=1), ignore=ignore)
 
 
 def predict_in_eval_mode(model: nn.Module, images: torch.Tensor) -> torch.Tensor:

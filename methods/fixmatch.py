@@ -32,7 +32,7 @@ class FixMatch(Method):
 
     def __init__(self, params: FixMatchParams, components, ctx: MethodContext):
         super().__init__(params, components, ctx)
-        self.labeled_loss = LabeledLoss(ctx.loss, ctx.ignore_index)
+        self.labeled_loss = LabeledLoss(ctx.loss, ctx.ignore_index, ctx.loss_shards)
 
     def losses(self, model, batch: Batch, step: StepInfo) -> LossOutput:
         x, u, mix = batch.labeled, batch.unlabeled, batch.mix
@@ -47,7 +47,8 @@ class FixMatch(Method):
 
         pseudo_w = pseudo_labels(pred_w, u["ignore"])
         loss_x = self.labeled_loss(pred_x, x["mask"])
-        loss_s = confident_cross_entropy(pred_s, pseudo_w.paste(pseudo_mix, u["box1"]), thresh)
+        loss_s = confident_cross_entropy(pred_s, pseudo_w.paste(pseudo_mix, u["box1"]), thresh,
+                                         self.ctx.loss_shards)
         total = (loss_x + self.params.weight_u * loss_s) / 2
         return LossOutput(total=total, terms={"loss_x": loss_x, "loss_s": loss_s},
                           scalars={"confident_ratio": confident_ratio(pseudo_w, thresh)})

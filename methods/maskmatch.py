@@ -239,7 +239,7 @@ class MaskMatch(Method):
                                   torch.where(hidden, pseudo.ignore, torch.full_like(pseudo.ignore, PADDING)))
         # A forward of its own: batching it with the strong views would change their BatchNorm statistics,
         # and so the base terms.
-        return confident_cross_entropy(model(masked), pseudo, self.mask_thresh)
+        return confident_cross_entropy(model(masked), pseudo, self.mask_thresh, self.ctx.loss_shards)
 
     # --- per step -----------------------------------------------------------------------------------------
     def losses(self, model, batch: Batch, step: StepInfo) -> LossOutput:

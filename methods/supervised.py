@@ -24,7 +24,7 @@ class Supervised(Method):
 
     def __init__(self, params: SupervisedParams, components, ctx: MethodContext):
         super().__init__(params, components, ctx)
-        self.labeled_loss = LabeledLoss(ctx.loss, ctx.ignore_index)
+        self.labeled_loss = LabeledLoss(ctx.loss, ctx.ignore_index, ctx.loss_shards)
 
     def labeled_batch_size(self, batch_size: int) -> int:
         return batch_size * self.params.labeled_batch_factor

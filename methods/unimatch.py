@@ -53,7 +53,7 @@ class UniMatch(Method):
         super().__init__(params, components, ctx)
         if not 0.0 <= params.weight_fp <= 1.0:
             raise MethodError(f"method.weight_fp must be in [0, 1], got {params.weight_fp}")
-        self.labeled_loss = LabeledLoss(ctx.loss, ctx.ignore_index)
+        self.labeled_loss = LabeledLoss(ctx.loss, ctx.ignore_index, ctx.loss_shards)
 
     def needs(self) -> frozenset[str]:
         return self.views if self.on["dual_strong"] else self.views - {"strong2", "box2"}
@@ -67,6 +67,7 @@ class UniMatch(Method):
         thresh = self.ctx.loss.conf_thresh
         streams = self.strong_streams()
         use_fp = self.on["feature_perturbation"]
+        shards = self.ctx.loss_shards
 
         labeler = labeler or PseudoLabeler()
         pseudo_mix = labeler.mix(model, mix["weak"], mix["ignore"])
@@ -87,10 +88,10 @@ class UniMatch(Method):
         strong_share = (1.0 - self.params.weight_fp) if use_fp else 1.0
         for i, ((_, box), pred) in enumerate(zip(streams, pred_strong), start=1):
             name = f"loss_s{i}" if len(streams) > 1 else "loss_s"
-            terms[name] = confident_cross_entropy(pred, pseudo_w.paste(pseudo_mix, u[box]), thresh)
+            terms[name] = confident_cross_entropy(pred, pseudo_w.paste(pseudo_mix, u[box]), thresh, shards)
             weights[name] = strong_share / len(streams)
         if use_fp:
-            terms["loss_fp"] = confident_cross_entropy(pred_w_fp, pseudo_w, thresh)
+            terms["loss_fp"] = confident_cross_entropy(pred_w_fp, pseudo_w, thresh, shards)
             weights["loss_fp"] = self.params.weight_fp
         return UniMatchForward(terms, weights, pseudo_w, {"confident_ratio": confident_ratio(pseudo_w, thresh)})
 

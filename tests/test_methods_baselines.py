@@ -133,3 +133,12 @@ def test_unknown_component_and_bad_params_are_clear_errors():
         build("unimatch", weight_fp="high")
     with pytest.raises(MethodError, match="unknown method 'nope'"):
         get("nope")
+
+
+def test_pseudo_labels_are_the_argmax_of_the_logits_where_the_softmax_ties():
+    from methods.common import pseudo_labels
+    logits = torch.tensor([0.0, 1e-8]).view(1, 2, 1, 1)        # apart as logits, one probability in float32
+    probs = logits.softmax(dim=1)
+    assert probs[0, 0] == probs[0, 1]
+    pseudo = pseudo_labels(logits, torch.zeros(1, 1, 1, dtype=torch.long))
+    assert pseudo.label.item() == 1 and pseudo.conf.item() == probs.max().item()
