@@ -160,7 +160,8 @@ class Config:
         recipe.pop("grid")
         recipe.pop("plugins")     # where the method's code lives; its name and settings are in the recipe
         # Keys added later, at their old behaviour: runs that do not set them keep their hash.
-        for section, key, old in (("train", "loss_shards", 1), ("data", "epoch_order", "seeded")):
+        for section, key, old in (("train", "loss_shards", 1), ("data", "epoch_order", "seeded"),
+                                  ("data", "draws", "single"), ("data", "generator_seed", 0)):
             if recipe[section][key] == old:
                 recipe[section].pop(key)
         blob = json.dumps(recipe, sort_keys=True, default=str).encode()
