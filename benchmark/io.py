@@ -39,29 +39,65 @@ class DiskFullError(OSError):
 
 
 def is_disk_full(exc: BaseException) -> bool:
-    if isinstance(exc, OSError):
-        return exc.errno in DISK_FULL_ERRNOS
-    # torch's C++ writer reports a failed write as a RuntimeError, without the errno.
-    return isinstance(exc, RuntimeError) and ("No space left" in str(exc) or "file write failed" in str(exc))
+    """Also through the exception chain: torch's zip writer answers a failed write (the OSError ENOSPC it
+    caught) with a RuntimeError of its own ("unexpected pos ...") raised while handling it."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.errno in DISK_FULL_ERRNOS:
+            return True
+        # torch's C++ writer reports a failed write as a RuntimeError, without the errno.
+        if isinstance(exc, RuntimeError) and ("No space left" in str(exc) or "file write failed" in str(exc)):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def temp_path_beside(path: Path) -> Path:
+    """A fresh temp file name in the target's folder (same file system, so `os.replace` is atomic)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" if not path.suffix else path.suffix,
+                               dir=path.parent)
+    os.fchmod(fd, FILE_MODE)   # mkstemp's 0600 would stay on the target after os.replace
+    os.close(fd)
+    return Path(tmp)
+
+
+def atomic_write_files(writers: dict[Path, Callable[[Path], None]]) -> None:
+    """The one atomic writer. Each `writer(tmp)` writes its target's content to a temp file beside it; only once
+    all of them succeeded are they moved into place, so a crash or a full disk leaves the previous files (a
+    report.md with its report.pdf). A full disk is a `DiskFullError` naming the target; another OS refusal
+    without a file name gets the target's."""
+    temps: dict[Path, Path] = {}
+    target = None
+    try:
+        for target, write in writers.items():
+            temps[target] = tmp = temp_path_beside(target)
+            write(tmp)
+        for target, tmp in temps.items():
+            os.replace(tmp, target)
+    except BaseException as exc:
+        if target is not None and not isinstance(exc, DiskFullError):
+            if is_disk_full(exc):
+                raise DiskFullError(Path(target)) from None
+            if isinstance(exc, OSError) and not exc.filename:
+                raise OSError(exc.errno, exc.strerror, str(target)) from None
+        raise
+    finally:
+        for tmp in temps.values():
+            if os.path.lexists(tmp):
+                os.unlink(tmp)
 
 
 def atomic_write(path: Path, write: Callable[[Any], None], mode: str = "w") -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.fchmod(fd, FILE_MODE)   # mkstemp creates 0600
-        with os.fdopen(fd, mode) as handle:
+    """`write(handle)` into a file opened with `mode` (text is UTF-8), synced to disk before it replaces `path`."""
+    def to_temp(tmp: Path) -> None:
+        with open(tmp, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as handle:
             write(handle)
             handle.flush()
             os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException as exc:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        if is_disk_full(exc) and not isinstance(exc, DiskFullError):
-            raise DiskFullError(path) from None
-        raise
+    atomic_write_files({Path(path): to_temp})
 
 
 def check_writable(folder: Path) -> None:

@@ -265,6 +265,10 @@ def execute(cells: list[Cell], args: argparse.Namespace, jobs: int, title: str =
     from benchmark.same_run import same_run_of
     cells = dedupe(cells)
     opts = run_options(args, jobs)
+    if not args.dry_run:   # first, finished cells or not: the reports (and any cell) write there
+        check_writable(Path(opts.results_dir))
+        if not args.no_report:
+            check_writable(reports_dir_for(args, opts))
     plans = Plans(opts)   # each cell resolved once (config, method, run folder, hash), every cell checked here
     # Variants that would train another cell's run exactly (S4MIM without MIM = UniMatch) point to that run.
     same = {cell.key: (plans(cell), other) for cell in cells if (other := same_run_of(plans(cell), plans))}
@@ -298,8 +302,6 @@ def execute(cells: list[Cell], args: argparse.Namespace, jobs: int, title: str =
     results = list(skipped)
     code = 0
     try:
-        if todo:
-            check_writable(Path(opts.results_dir))
         if todo and args.launcher == "local":
             prepare_data(plans(cell) for cell in todo)
             results += run_local(todo, opts, jobs, states, done_before=len(skipped), total=len(cells))

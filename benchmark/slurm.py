@@ -38,6 +38,7 @@ class SlurmOptions:
     wait: bool = True
     job_name: str = "semiseg-bench"
     max_requeues: int = 3                # timeouts/preemptions survived per cell (the trainer resumes)
+    signal_delay_s: int | None = None    # how long before its time limit a task is told (None: submitit's)
 
 
 def options_from_args(args: Any) -> SlurmOptions:
@@ -81,7 +82,12 @@ def make_executor(sopts: SlurmOptions, folder: Path) -> submitit.Executor:
             value = getattr(sopts, key)
             if value is not None:
                 params[f"slurm_{key}"] = value
+    if sopts.signal_delay_s is not None and sopts.executor == "slurm":
+        params["slurm_signal_delay_s"] = sopts.signal_delay_s
     executor.update_parameters(**params)
+    if sopts.signal_delay_s is not None and sopts.executor == "local":
+        # AutoExecutor does not pass this one on to the LocalExecutor, which reads it from the shared parameters.
+        executor.parameters["signal_delay_s"] = sopts.signal_delay_s
     return executor
 
 

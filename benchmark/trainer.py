@@ -6,6 +6,7 @@ import contextlib
 import dataclasses
 import math
 import random
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -168,12 +169,13 @@ class Trainer:
             "step": step, "model": self.model.state_dict(), "extra": self.extra.state_dict(),
             "optimizer": self.optimizer.state_dict(), "method": self.method.state_dict(), "best": best,
             "train_time": train_time, "config_hash": self.cfg.hash(), "last": last, "threads": self.threads,
-            "cpu_numerics": self.numerics_sessions,
+            "cpu_numerics": self.numerics_sessions, "peak_memory_mb": self._peak_memory(),
             "rng": {"python": random.getstate(), "numpy": _numpy_state_to_tensors(np.random.get_state()),
                     "torch": torch.get_rng_state(),
                     "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None},
         }
         atomic_write(self.run_dir / CHECKPOINT, lambda f: torch.save(state, f), mode="wb")
+        self.peak_recorded = state["peak_memory_mb"]
 
     def _load_checkpoint(self) -> dict[str, Any] | None:
         path = self.run_dir / CHECKPOINT
@@ -236,6 +238,8 @@ class Trainer:
         train_time = state["train_time"] if state else 0.0
         self.threads = threads_record(state, self.run_dir)
         self.numerics_sessions = numerics_record(state, self.run_dir, numerics_label(self.numerics))
+        self.peak_recorded = state.get("peak_memory_mb") if state else None
+        checkpoint_step = start if state else None
         if self.dist.is_main:
             save_yaml(self.cfg.to_dict(), self.run_dir / "config.yaml")
             if state:
@@ -244,6 +248,8 @@ class Trainer:
         streams = self.streams(start)
         total = self.total_steps(streams.steps_per_epoch)
         every = evaluation_interval(self.cfg.eval, total, streams.steps_per_epoch)
+        if state and self.dist.is_main:
+            print(f"resuming {self.run_dir} from its checkpoint at step {start}/{total}", file=sys.stderr)
         images_per_step = streams.images_per_step
         facts = run_facts(self.cfg, world_size=self.dist.world_size, labeled_batch=self.labeled_batch,
                           batch=self.batch, every=every, total=total, precision=self.precision())
@@ -264,8 +270,11 @@ class Trainer:
             tick = time.perf_counter()
             try:
                 out = self.train_step(streams, step, total)
-            except NonFiniteLossError:
+            except NonFiniteLossError as exc:
                 # Recorded as diverged (mIoU NaN) so the report shows it; the checkpoint before it is kept.
+                kept = (f"the checkpoint at step {checkpoint_step} is kept" if checkpoint_step is not None
+                        and (self.run_dir / CHECKPOINT).exists() else "no checkpoint had been written yet")
+                exc.args = (f"{exc.args[0]}; {kept}",)
                 if self.dist.is_main:
                     nan = {"iter": step + 1, "miou": None, "per_class": {}}
                     atomic_write_json(summary_path, {**self._summary(
@@ -292,6 +301,7 @@ class Trainer:
                 ckpt_due = self.cfg.train.checkpoint_every > 0 and done % self.cfg.train.checkpoint_every == 0
             if ckpt_due:
                 self._save_checkpoint(done, best, train_time + session_time, last)
+                checkpoint_step = done if self.cfg.output.save_checkpoint else checkpoint_step
         bar.close()
         live.close()
         if last is None:  # resumed from a checkpoint written at the very last step
@@ -303,11 +313,18 @@ class Trainer:
             atomic_write_json(summary_path, summary)
         return summary
 
+    def _peak_memory(self) -> float:
+        """This session's peak, or an earlier session's when that was higher (carried in the checkpoint)."""
+        return round(max(runinfo.peak_memory_mb(self.device), self.peak_recorded or 0.0), 1)
+
     def _summary(self, best: dict, last: dict, total: int, train_time: float, step_time: float,
                  images_per_step: int, facts: dict[str, Any]) -> dict[str, Any]:
+        # The peak as the last checkpoint recorded it, so a summary rebuilt from the final checkpoint (a
+        # session that trains nothing) states the same figure; measured now only where none was written.
+        peak = self.peak_recorded if self.peak_recorded is not None else self._peak_memory()
         return {**runinfo.summary(self.cfg, self.method, self.plan, best, last, total, train_time, step_time,
                                   images_per_step * self.dist.world_size, self.device, facts),
-                "split_lists": self.split_lists, "threads": self.threads,
+                "split_lists": self.split_lists, "threads": self.threads, "peak_memory_mb": peak,
                 "cpu_numerics": {**self.numerics, "sessions": self.numerics_sessions}}
 
     def train_step(self, streams: Streams, step: int, total: int) -> dict[str, float]:
@@ -322,7 +339,7 @@ class Trainer:
             if not torch.isfinite(term.detach()).all():
                 raise NonFiniteLossError(
                     f"loss term {name} of method {self.method.name} is {term.item()} at step {step + 1} "
-                    f"(lower train.lr, check the data, or try train.amp=off); the last checkpoint is kept")
+                    f"(lower train.lr, check the data, or try train.amp=off)")
         self.optimizer.zero_grad(set_to_none=True)
         out.total.backward()
         self.dist.average_gradients(self._trainable)

@@ -7,7 +7,6 @@ the report, unless --strict.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
@@ -85,7 +84,7 @@ def render(args) -> int:
     from benchmark.report.build import build_document
     from benchmark.report.latex import write_latex_tables
     from benchmark.report.markdown import render_markdown
-    from benchmark.report.pdf import render_pdf
+    from benchmark.report.pdf import write_pdf
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
     built = build_document(store, published, register, out, figures=not args.latex_only)
@@ -97,7 +96,7 @@ def render(args) -> int:
         n_tex = sum(1 for p in built.written if p.suffix == ".tex")
         print(f"wrote {n_tex} LaTeX tables to {out / 'tables'} ({len(store.runs)} runs)")
         return 0
-    write_report_pair(out, render_markdown(built.document, out), lambda path: render_pdf(built.document, path))
+    write_report_pair(out, render_markdown(built.document, out), lambda path: write_pdf(built.document, path))
     _remove_stale(out, built.written)
     n_fig = sum(1 for p in built.written if p.suffix == ".png")
     print(f"wrote {out / 'report.md'} and {out / 'report.pdf'} ({len(store.runs)} runs, "
@@ -107,17 +106,11 @@ def render(args) -> int:
 
 def write_report_pair(out: Path, markdown: str, render_pdf_to) -> None:
     """report.md and report.pdf are replaced together or not at all (a full disk leaves the previous pair):
-    both are written beside their targets first and moved into place only once both exist."""
-    from benchmark.report.common import temp_path_beside, write_text_atomic
-    pdf_tmp, md_tmp = temp_path_beside(out / "report.pdf"), temp_path_beside(out / "report.md")
-    try:
-        render_pdf_to(pdf_tmp)
-        write_text_atomic(md_tmp, markdown)
-        os.replace(pdf_tmp, out / "report.pdf")
-        os.replace(md_tmp, out / "report.md")
-    finally:
-        for tmp in (pdf_tmp, md_tmp):
-            tmp.unlink(missing_ok=True)
+    both are written beside their targets first and moved into place only once both exist. A full disk is one
+    error naming the file that did not fit."""
+    from benchmark.io import atomic_write_files
+    atomic_write_files({out / "report.pdf": render_pdf_to,
+                        out / "report.md": lambda tmp: tmp.write_text(markdown, encoding="utf-8")})
 
 
 STALE_PATTERNS = (("figures", "*.png"), ("tables", "*.csv"), ("tables", "*.tex"))

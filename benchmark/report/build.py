@@ -8,9 +8,10 @@ from pathlib import Path
 import pandas as pd
 
 from benchmark.config_files import profile_report_note
+from benchmark.io import atomic_write_text
 from benchmark.report import ablation, comparison, details, figures, qualitative
-from benchmark.report.common import (PAPER_DESCRIPTION_NOTE, REPO_ROOT, USER_SUPPLIED_NOTE, display_name, slugify,
-                                     split_sort_key, write_text_atomic)
+from benchmark.report.common import (CUSTOM_DATA_NOTE, PAPER_DESCRIPTION_NOTE, REPO_ROOT, USER_SUPPLIED_NOTE,
+                                     display_name, slugify, split_sort_key)
 from benchmark.report.headline import headlines
 from benchmark.report.polish import notes_once_per_section
 from benchmark.report.document import Document, Figure, Heading, Numbering, Paragraph, Table
@@ -155,15 +156,16 @@ class _Builder:
     def per_class_section(self) -> None:
         self.doc.add(Heading("4. Per-class IoU", 2))
         for ds in self.store.datasets():
-            for split in comparison.splits_of(self.store.runs, [], ds):
+            for split in comparison.splits_of(self.store.runs, self.store.references, ds):
                 frame = details.per_class_frame(self.store.runs, self.store.references, ds, split)
                 if frame.empty or frame.shape[1] == 0:
                     continue
                 self.doc.add(details.per_class_table(frame, self.store.runs, ds, split, self.num))
                 csv_path = self.table_dir / f"per_class_{slugify(ds)}_{slugify(split)}.csv"
-                write_text_atomic(csv_path, frame.round(4).to_csv(float_format="%.4f"))
+                atomic_write_text(csv_path, frame.round(4).to_csv(float_format="%.4f"))
                 self.out.written.add(csv_path)
-                self._heatmap(frame, ds, split)
+                if any(r.dataset == ds and r.split == split for r in self.store.runs):
+                    self._heatmap(frame, ds, split)   # of reproduced runs; an imported log has its table
 
     def _heatmap(self, frame: pd.DataFrame, ds: str, split: str) -> None:
         runs = self.store.runs
@@ -273,6 +275,6 @@ def build_document(store: ResultsStore, published: list[PublishedEntry], registe
     b.compute_section()
     b.provenance_section()
     b.skipped_section()
-    notes_once_per_section(b.doc, (PAPER_DESCRIPTION_NOTE, USER_SUPPLIED_NOTE))
+    notes_once_per_section(b.doc, (PAPER_DESCRIPTION_NOTE, USER_SUPPLIED_NOTE, CUSTOM_DATA_NOTE))
     return b.out
 

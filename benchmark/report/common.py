@@ -1,13 +1,9 @@
-"""Small shared helpers: the report's error type, atomic writes, names and orderings."""
+"""Small shared helpers: the report's error type, names and orderings (writes: benchmark.io)."""
 from __future__ import annotations
 
 import math
-import os
 import re
-import tempfile
-from pathlib import Path
 
-from benchmark.io import FILE_MODE, atomic_write
 from datasets import REPO_ROOT  # noqa: F401 (the report modules take it from here)
 
 PAPER_DESCRIPTION_MARK = "†"
@@ -17,6 +13,11 @@ PAPER_DESCRIPTION_NOTE = (f"{PAPER_DESCRIPTION_MARK} our implementation from the
 USER_SUPPLIED_MARK = "§"
 USER_SUPPLIED_NOTE = (f"{USER_SUPPLIED_MARK} user-supplied method: a plugin loaded with `--plugin` or an installed "
                       "package's entry point, not one of the suite's methods (see docs/adding-a-method.md).")
+
+CUSTOM_DATA_MARK = "¶"
+CUSTOM_DATA_NOTE = (f"{CUSTOM_DATA_MARK} trained on custom data: split lists other than the pinned official ones "
+                    "(`data.custom_splits=true`), or embedded data whose digest differs from the pinned one and that "
+                    "the user accepted (`data_draw` in summary.json); not comparable with other results.")
 
 DASH = "—"   # a missing cell
 
@@ -88,21 +89,3 @@ OFFICIAL_LOG_BACKBONES = {"xception": "xception65"}
 def published_backbone(name: str | None) -> str | None:
     """The published tables' name for a backbone an official log names otherwise."""
     return OFFICIAL_LOG_BACKBONES.get(name, name) if name else name
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    atomic_write(Path(path), lambda f: f.write(text.encode("utf-8")), mode="wb")
-
-
-def write_bytes_atomic(path: Path, data: bytes) -> None:
-    atomic_write(Path(path), lambda f: f.write(data), mode="wb")
-
-
-def temp_path_beside(path: Path) -> Path:
-    """A fresh temp file name in the target's folder, for writers that want a path (matplotlib, reportlab);
-    the caller `os.replace`s it onto the target, so readers never see a half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
-    os.fchmod(fd, FILE_MODE)   # mkstemp's 0600 would stay on the target after os.replace
-    os.close(fd)
-    return Path(tmp)

@@ -4,8 +4,8 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 
-from benchmark.report.common import (DASH, PAPER_DESCRIPTION_NOTE, display_name, method_sort_key,
-                                     registered_method, split_sort_key)
+from benchmark.report.common import (CUSTOM_DATA_MARK, CUSTOM_DATA_NOTE, DASH, PAPER_DESCRIPTION_NOTE, display_name,
+                                     method_sort_key, registered_method, split_sort_key)
 from benchmark.report.document import Numbering, Table
 from benchmark.report.published import PublishedEntry
 from benchmark.report.results_store import ReferenceRecord, RunRecord
@@ -80,6 +80,11 @@ def significance_baselines(runs: list[RunRecord], methods: list[str]) -> list[st
     return [m for m in methods if any(r.significance_baseline for r in runs if r.method == m)]
 
 
+def on_custom_data(runs: list[RunRecord]) -> set[tuple[str, str]]:
+    """(method, split) cells with a run on custom split lists or accepted custom embedded data."""
+    return {(r.method, r.split) for r in runs if r.custom_splits or r.custom_data}
+
+
 def stats_by(runs: list[RunRecord], metric: str) -> dict[tuple[str, str], SeedStats]:
     """(method, split) -> seed statistics of best or last mIoU."""
     values: dict[tuple[str, str], list[float]] = defaultdict(list)
@@ -111,10 +116,15 @@ def main_table(runs: list[RunRecord], refs: list[ReferenceRecord], dataset: str,
     lab_stats = stats_by(lab, metric)
     rows, bold = [], set()
     methods = methods_of(fr + lab)
+    custom = on_custom_data(fr + lab)
+
+    def cell(table: dict, method: str, split: str) -> str:
+        if (method, split) not in table:
+            return DASH
+        return fmt_cell(table[(method, split)]) + (CUSTOM_DATA_MARK if (method, split) in custom else "")
     for method in methods:
-        rows.append([method_label(fr + lab, method)]
-                    + [fmt_cell(stats[(method, s)]) if (method, s) in stats else DASH for s in splits]
-                    + [fmt_cell(lab_stats[(method, s)]) if (method, s) in lab_stats else DASH for s in lab_splits])
+        rows.append([method_label(fr + lab, method)] + [cell(stats, method, s) for s in splits]
+                    + [cell(lab_stats, method, s) for s in lab_splits])
     # Best reproduced value per column, compared at display precision so visible ties are all marked.
     for j, split in enumerate(splits, start=1):
         means = {i: round(stats[(m, split)].mean, DECIMALS) for i, m in enumerate(methods)
@@ -143,6 +153,8 @@ def main_table(runs: list[RunRecord], refs: list[ReferenceRecord], dataset: str,
                      f"runs: {listed}.")
     if any(paper_flag(fr, m) for m in methods):
         notes.append(PAPER_DESCRIPTION_NOTE)
+    if custom:
+        notes.append(CUSTOM_DATA_NOTE)
     if ds_refs:
         notes.append(REFERENCE_NOTE)
     mixed = numerics_note(fr + lab)

@@ -36,6 +36,10 @@ def per_class_frame(runs: list[RunRecord], refs: list[ReferenceRecord], dataset:
         classes += [c for c in (r.class_names or r.best.per_class) if c not in classes]
     for r in fr:
         classes += [c for c in r.best.per_class if c not in classes]
+    ds_refs = [ref for ref in refs if ref.dataset == dataset and ref.split == split]
+    if not classes:   # imported official logs alone: their classes, in the order the log lists them
+        for ref in ds_refs:
+            classes += [c for c in ref.best.per_class if _norm(c) not in {_norm(k) for k in classes}]
     frame = pd.DataFrame(index=pd.Index(classes, name="class"))
     for method in methods_of(fr):
         rs = [r for r in fr if r.method == method]
@@ -48,8 +52,8 @@ def per_class_frame(runs: list[RunRecord], refs: list[ReferenceRecord], dataset:
         for method in methods_of(fr):
             if method != baseline:
                 frame[f"gain {method}"] = frame[method] - frame[baseline]
-    for ref in refs:
-        if ref.dataset == dataset and ref.split == split and classes:
+    for ref in ds_refs:
+        if classes:
             by_norm = {_norm(k): v for k, v in ref.best.per_class.items()}
             if any(_norm(c) in by_norm for c in classes):
                 frame[f"{ref.name} {REFERENCE_MARK}"] = [by_norm.get(_norm(c), math.nan) for c in classes]
@@ -84,7 +88,8 @@ def per_class_table(frame: pd.DataFrame, runs: list[RunRecord], dataset: str, sp
     if len(run_methods) < len(methods):
         notes.append(REFERENCE_NOTE)
     shown = [r for r in runs if r.dataset == dataset and r.split == split and r.variant is None]   # references too
-    return Table(columns, rows, num.table(f"{dataset}, split {split}: per-class IoU (%), {seeds_phrase(shown)}."),
+    over = seeds_phrase(shown) if shown else "imported official logs only (no run here)"
+    return Table(columns, rows, num.table(f"{dataset}, split {split}: per-class IoU (%), {over}."),
                  notes, bold)
 
 

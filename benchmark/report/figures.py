@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import math
-import os
 import warnings
 from pathlib import Path
 
@@ -13,7 +12,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
-from benchmark.report.common import temp_path_beside  # noqa: E402
+from benchmark.io import atomic_write_files  # noqa: E402
 
 DPI = 150
 TEXT_WIDTH_IN = 6.7     # A4 portrait text width at 2 cm margins, so 1 figure inch ≈ 1 printed inch
@@ -21,15 +20,11 @@ sns.set_theme(context="paper", style="whitegrid", font_scale=1.0)
 
 
 def _save(fig, path: Path) -> Path:
-    tmp = temp_path_beside(path)
     try:
         # No timestamp in PNG metadata: re-rendering the same results gives identical files.
-        fig.savefig(tmp, dpi=DPI, bbox_inches="tight", format="png")
-        os.replace(tmp, path)
+        atomic_write_files({Path(path): lambda tmp: fig.savefig(tmp, dpi=DPI, bbox_inches="tight", format="png")})
     finally:
         plt.close(fig)
-        if tmp.exists():
-            tmp.unlink()
     return path
 
 

@@ -11,13 +11,14 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from benchmark.report.common import slugify, write_text_atomic
+from benchmark.io import atomic_write_text
+from benchmark.report.common import slugify
 from benchmark.report.document import Document, Table
 
 _SPECIALS = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
              "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
 _SYMBOLS = {"±": r"$\pm$", "Δ": r"$\Delta$", "†": r"\textsuperscript{\dag}", "‡": r"\textsuperscript{\ddag}",
-            "§": r"\textsuperscript{\S}", "—": "---", "–": "--", "≥": r"$\geq$", "≤": r"$\leq$", "<": r"$<$",
+            "§": r"\textsuperscript{\S}", "¶": r"\textsuperscript{\P}", "—": "---", "–": "--", "≥": r"$\geq$", "≤": r"$\leq$", "<": r"$<$",
             ">": r"$>$", "·": r"$\cdot$", "×": r"$\times$", "→": r"$\rightarrow$", "≈": r"$\approx$",
             "τ": r"$\tau$", "…": r"\ldots{}"}
 _CAPTION_NUMBER = re.compile(r"^Table (\d+)\.\s*")
@@ -75,6 +76,6 @@ def write_latex_tables(doc: Document, table_dir: Path) -> list[Path]:
     tables = [b for b in doc.blocks if isinstance(b, Table)]
     for index, table in enumerate(tables, start=1):
         path = Path(table_dir) / latex_name(table, index)
-        write_text_atomic(path, table_to_latex(table))
+        atomic_write_text(path, table_to_latex(table))
         written.append(path)
     return written

@@ -18,7 +18,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from benchmark.report.common import ReportError, published_backbone, slugify, write_text_atomic
+from benchmark.io import atomic_write_text
+from benchmark.report.common import ReportError, published_backbone, slugify
 
 EPOCH_RE = re.compile(r"=+>\s*Epoch:\s*(\d+)")
 CLASS_RE = re.compile(r"Class \[(\d+)\s+([^\]]+?)\]\s+IoU:\s*([-+]?\d+(?:\.\d+)?|nan)", re.I)
@@ -153,5 +154,5 @@ def import_log(log_path: Path, results: Path, name: str, dataset: str | None = N
         "num_evaluations": len(parsed.evaluations),
     }
     out = reference_path(results, dataset, str(split), name)
-    write_text_atomic(out, json.dumps(record, indent=1, sort_keys=False) + "\n")
+    atomic_write_text(out, json.dumps(record, indent=1, sort_keys=False) + "\n")
     return out, record

@@ -8,7 +8,6 @@ and — print on every machine without a system font.
 """
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 from xml.sax.saxutils import escape
@@ -26,7 +25,7 @@ from reportlab.platypus import (BaseDocTemplate, Frame, Image, KeepTogether, Nex
 from reportlab.platypus import Table as RLTable
 from reportlab.platypus import TableStyle
 
-from benchmark.report.common import temp_path_beside
+from benchmark.io import atomic_write_files
 from benchmark.report.document import Document, Figure, Heading, Paragraph as DocParagraph, Table
 
 MARGIN = 1.8 * cm
@@ -221,6 +220,12 @@ def _footer(canvas, doc) -> None:
 
 
 def render_pdf(doc: Document, path: Path) -> None:
+    """Written atomically (benchmark/io.py): a full disk names `path` and keeps the previous PDF."""
+    atomic_write_files({Path(path): lambda tmp: write_pdf(doc, tmp)})
+
+
+def write_pdf(doc: Document, path: Path) -> None:
+    """The PDF straight into `path` (the atomic writer's temp file)."""
     _register_fonts()
     styles = _styles()
     story: list = [Paragraph(inline(doc.title), styles["title"])]
@@ -272,19 +277,13 @@ def render_pdf(doc: Document, path: Path) -> None:
         trailing_headings.clear()
         fresh_break.clear()
 
-    tmp = temp_path_beside(path)
-    try:
-        pdf = _Doc(str(tmp), pagesize=A4, leftMargin=MARGIN, rightMargin=MARGIN, topMargin=MARGIN,
-                   bottomMargin=MARGIN, title=doc.title, author="benchmark.report", invariant=1)
-        pw, ph = A4
-        lw, lh = landscape(A4)
-        pdf.addPageTemplates([
-            PageTemplate("portrait", [Frame(MARGIN, MARGIN, pw - 2 * MARGIN, ph - 2 * MARGIN, id="p", **NO_PAD)],
-                         onPage=_footer, pagesize=A4),
-            PageTemplate("landscape", [Frame(MARGIN, MARGIN, lw - 2 * MARGIN, lh - 2 * MARGIN, id="l", **NO_PAD)],
-                         onPage=_footer, pagesize=landscape(A4))])
-        pdf.build(story)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    pdf = _Doc(str(path), pagesize=A4, leftMargin=MARGIN, rightMargin=MARGIN, topMargin=MARGIN,
+               bottomMargin=MARGIN, title=doc.title, author="benchmark.report", invariant=1)
+    pw, ph = A4
+    lw, lh = landscape(A4)
+    pdf.addPageTemplates([
+        PageTemplate("portrait", [Frame(MARGIN, MARGIN, pw - 2 * MARGIN, ph - 2 * MARGIN, id="p", **NO_PAD)],
+                     onPage=_footer, pagesize=A4),
+        PageTemplate("landscape", [Frame(MARGIN, MARGIN, lw - 2 * MARGIN, lh - 2 * MARGIN, id="l", **NO_PAD)],
+                     onPage=_footer, pagesize=landscape(A4))])
+    pdf.build(story)

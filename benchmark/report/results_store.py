@@ -61,6 +61,7 @@ class RunRecord:
     class_names: list[str] = field(default_factory=list)      # evaluation order of the classes
     same_run_as: str | None = None    # label of the run this variant reuses (identical training), if any
     custom_splits: bool = False       # trained on split lists other than the pinned official ones
+    custom_data: bool = False         # embedded data whose digest differs from the pinned one, accepted by the user
     # The recipe as trained (absent from summaries written before these were recorded)
     world_size: int | None = None
     labeled_total_batch_size: int | None = None
@@ -230,6 +231,7 @@ def parse_run_folder(folder: Path) -> RunRecord:
         params=_dict(s.get("params"), "params"),
         class_names=[str(c) for c in s["class_names"]] if isinstance(s.get("class_names"), list) else [],
         custom_splits=isinstance(s.get("split_lists"), dict) and s["split_lists"].get("custom") is True,
+        custom_data=isinstance(s.get("data_draw"), dict) and s["data_draw"].get("custom") is True,
         world_size=_opt_int(s.get("world_size")), labeled_total_batch_size=_opt_int(s.get("labeled_total_batch_size")),
         labeled_batch_per_process=_opt_int(s.get("labeled_batch_per_process")),
         evaluations=_opt_int(s.get("evaluations")), precision=_opt_str(s.get("precision")),
