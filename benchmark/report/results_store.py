@@ -72,6 +72,10 @@ class RunRecord:
     base: str | None = None           # the method it declares it builds on (compared with in the report)
     display_name: str | None = None   # how the method names itself (Method.display_name), when recorded
     significance_baseline: bool = False   # every method is tested against it (Method.significance_baseline)
+    # summary["data_draw"]: "per_seed" (seed k trained on draw k, shared by every method: comparisons pair by
+    # seed) | "single" (one draw for every seed) | None (not recorded); the digest tells two draws apart
+    draw_design: str | None = None
+    draw_digest: str | None = None
 
     @property
     def label(self) -> str:
@@ -235,7 +239,13 @@ def parse_run_folder(folder: Path) -> RunRecord:
         base=_opt_str(s["base"]) if "base" in s else (cls.base or None if cls is not None else None),
         reference=config_value(folder, "output.reference") is True,
         num_labeled=s["num_labeled"] if isinstance(s.get("num_labeled"), int) else None,
+        draw_design=_opt_str(_draw(s).get("design")), draw_digest=_opt_str(_draw(s).get("digest")),
     )
+
+
+def _draw(summary: dict) -> dict:
+    draw = summary.get("data_draw")
+    return draw if isinstance(draw, dict) else {}
 
 
 def _parse_same_run(folder: Path) -> RunRecord:
