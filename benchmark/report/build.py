@@ -92,6 +92,7 @@ class _Builder:
             sig = comparison.significance_table(self.store.runs, ds, self.num)
             if sig:
                 self.doc.add(sig)
+                self._significance_csv(ds)
             fr = comparison.full_runs(self.store.runs, ds)
             splits = comparison.splits_of(fr, [], ds)
             if len(splits) >= 2:
@@ -103,6 +104,19 @@ class _Builder:
                 self.figure(f"main_{ds}", f"{ds}: best-on-val mIoU per split, mean ± std over seeds.{note}",
                             figures.miou_vs_split, series, splits, ds)
             self.qualitative(ds)
+
+    def _significance_csv(self, ds: str) -> None:
+        """The significance table at full precision (Hedges' g, CI bounds, raw and Holm p) for analysis."""
+        rows = [{"comparison": f"{r.method} vs {r.base}", "split": r.split, "test": r.comparison.test or "none",
+                 "n_a": r.comparison.n[0], "n_b": r.comparison.n[1], "delta": r.comparison.delta,
+                 "ci_low": r.comparison.ci[0] if r.comparison.ci else math.nan,
+                 "ci_high": r.comparison.ci[1] if r.comparison.ci else math.nan,
+                 "p": r.comparison.p, "p_holm": r.comparison.p_holm, "hedges_g": r.comparison.g,
+                 "mde": r.comparison.mde, "seeds_needed": r.comparison.seeds_needed}
+                for r in comparison.significance_rows(self.store.runs, ds)]
+        path = self.table_dir / f"significance_{slugify(ds)}.csv"
+        write_text_atomic(path, pd.DataFrame(rows).to_csv(index=False, float_format="%.6g"))
+        self.out.written.add(path)
 
     def qualitative(self, ds: str) -> None:
         missing = []
