@@ -59,8 +59,8 @@ class _Builder:
         lines = headlines(self.store.runs, self.store.datasets())
         if lines:
             self.doc.add(Paragraph("**Headline.** Gain of each method over the supervised baseline at the lowest "
-                                   "label split (best-on-val mIoU, mean over seeds; p from the significance "
-                                   "table's test):"))
+                                   "label split (best-on-val mIoU, mean over seeds; the 95 % CI of the gain and "
+                                   "the Holm-adjusted p are the significance table's):"))
             self.doc.add(*(Paragraph(line) for line in lines))
 
     def intro(self) -> None:
@@ -71,7 +71,8 @@ class _Builder:
             f"Rendered from the results files under `{self.store.root}` only (summary.json, metrics.jsonl, "
             f"config.yaml; imported reference logs): {seeds} run(s) over {len(self.store.datasets())} dataset(s) "
             f"({datasets}), and {len(refs)} imported official log(s). Every number is a mean over seeds ± the "
-            "sample standard deviation, with the number of seeds n next to it. 'Best on val' is the highest "
+            "sample standard deviation, with its 95 % confidence interval and the number of seeds n next to it "
+            "(docs/statistics.md: which test, interval and correction each table uses). 'Best on val' is the highest "
             "val mIoU among a run's evaluations (as the published tables report); 'last' is the final "
             "evaluation."))
         if self.store.skipped:

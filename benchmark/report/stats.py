@@ -69,7 +69,9 @@ def fmt_mean_std(s: SeedStats) -> str:
     """'mean ± std [95 % CI]' (or just the value for one seed); the seed count is shown by `fmt_cell`."""
     if s.n == 0:
         return "NaN (diverged)" if s.n_nan else DASH
-    return fmt(s.mean) if s.n == 1 else f"{fmt(s.mean)} ± {fmt(s.std)} {fmt_ci(s.ci)}"
+    # The interval on a second line keeps the columns narrow enough for a portrait page (the Markdown and
+    # LaTeX renderers join the lines with a space).
+    return fmt(s.mean) if s.n == 1 else f"{fmt(s.mean)} ± {fmt(s.std)}\n{fmt_ci(s.ci)}"
 
 
 def fmt_cell(s: SeedStats) -> str:
