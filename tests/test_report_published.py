@@ -63,7 +63,7 @@ def test_register_reads_exactly_the_path_given(tmp_path):
 def test_seed_statistics_and_intervals():
     # t(0.975, 2 df) = 4.3027 (any t table): mean 2, sd 1, n 3 -> 2 ± 4.3027/√3
     half = 4.302652729911275 / math.sqrt(3)
-    assert fmt_cell(seed_stats([1.0, 2.0, 3.0])) == f"2.00 ± 1.00 [{2 - half:.2f}, {2 + half:.2f}] (n=3)"
+    assert fmt_cell(seed_stats([1.0, 2.0, 3.0])) == f"2.00 ± 1.00\n[{2 - half:.2f}, {2 + half:.2f}] (n=3)"
     assert fmt_cell(seed_stats([math.nan])) == "NaN (diverged)"
     assert fmt_cell(seed_stats([])) == "—"
     assert fmt_cell(seed_stats([4.0])) == "4.00 (n=1)"       # one seed: no spread, no interval
