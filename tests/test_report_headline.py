@@ -8,7 +8,7 @@ import yaml
 
 from benchmark.report.headline import dataset_headline
 from benchmark.report.results_store import load_results
-from benchmark.report.stats import seed_stats, welch
+from scipy import stats as sps
 from tests.fixtures.report_factory import write_run
 
 SUP = [36.0, 40.0, 38.5]
@@ -34,13 +34,29 @@ def store(tmp_path):
     return load_results(tmp_path)
 
 
-def test_headline_gains_p_values_and_full_reference(store):
-    uni = welch(seed_stats(UNI), seed_stats(SUP))
-    fix = welch(seed_stats(FIX), seed_stats(SUP))
-    expected = (f"animals, 8 labels: UniMatch {uni.delta:+.1f} (p = {uni.p:.2f}), FixMatch {fix.delta:+.1f} "
-                f"(p = {fix.p:.2f}) over supervised {statistics.fmean(SUP):.1f}; "
-                f"all labels {statistics.fmean(FULL):.1f}")
-    assert uni.delta > fix.delta and 0.01 < uni.p < 0.05 < fix.p   # larger gain first; two-decimal p
+def _welch(a, b):
+    """Δ, Welch 95 % CI (Welch–Satterthwaite df, t quantile) and p, worked from the formulas."""
+    va, vb = statistics.variance(a) / len(a), statistics.variance(b) / len(b)
+    df = (va + vb) ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1))
+    delta, se = statistics.fmean(a) - statistics.fmean(b), (va + vb) ** 0.5
+    half = sps.t.ppf(0.975, df) * se
+    return delta, (delta - half, delta + half), 2 * sps.t.sf(abs(delta) / se, df)
+
+
+def test_headline_gains_ci_and_holm_adjusted_p_and_full_reference(store):
+    uni, fix = _welch(UNI, SUP), _welch(FIX, SUP)
+    # The significance table's family at 1_128: FixMatch and UniMatch vs supervised, FixMatch vs UniMatch.
+    family = sorted([uni[2], fix[2], _welch(FIX, UNI)[2]])
+    holm = [min(1.0, p * (3 - i)) for i, p in enumerate(family)]
+    holm = [max(holm[:i + 1]) for i in range(3)]
+    adjusted = {p: a for p, a in zip(family, holm)}
+
+    def part(name, c):
+        return f"{name} {c[0]:+.1f} [{c[1][0]:+.1f}, {c[1][1]:+.1f}] (p_Holm = {adjusted[c[2]]:.2f})"
+
+    expected = (f"animals, 8 labels: {part('UniMatch', uni)}, {part('FixMatch', fix)} over supervised "
+                f"{statistics.fmean(SUP):.1f}; all labels {statistics.fmean(FULL):.1f}")
+    assert uni[0] > fix[0] and adjusted[uni[2]] > uni[2]   # larger gain first; the adjusted p is shown
     assert dataset_headline(store.runs, "animals") == expected
 
 
@@ -49,7 +65,7 @@ def test_headline_names_the_split_when_its_size_is_unknown(tmp_path):
         write_run(tmp_path, "pascal", "1_16", "supervised", seed, 60.0 + seed)
         write_run(tmp_path, "pascal", "1_16", "fixmatch", seed, 62.0 + seed)
     line = dataset_headline(load_results(tmp_path).runs, "pascal")
-    assert line.startswith("pascal, split 1_16: FixMatch +2.0 (")
+    assert line.startswith("pascal, split 1_16: FixMatch +2.0 [")
     assert "all labels" not in line
 
 
@@ -64,7 +80,7 @@ def test_reference_is_a_column_not_a_split_and_tables_count_seeds(store):
     assert all(j != 3 for _, j in table.bold)       # a reference is never ranked
     assert "over 3 seeds" in table.caption
     sig = significance_table(store.runs, "animals", Numbering())
-    assert sig.columns == ["Comparison", "1_128", "1_32"]   # no test against the reference
+    assert {r[1] for r in sig.rows} == {"1_128"}   # no test against the reference (1_32: supervised only)
     assert "over 3 seeds" in sig.caption
 
 

@@ -9,6 +9,7 @@ import statistics
 from pathlib import Path
 
 import pytest
+from scipy.stats import t as t_dist
 
 from benchmark.config_files import profile_report_note
 from benchmark.report.__main__ import main
@@ -31,9 +32,11 @@ def expected_cell(values: list[float]) -> str:
     n_nan = len(values) - len(finite)
     if not finite:
         return "NaN (diverged)"
-    core = f"{statistics.fmean(finite):.2f}"
+    mean = statistics.fmean(finite)
+    core = f"{mean:.2f}"
     if len(finite) > 1:
-        core += f" ± {statistics.stdev(finite):.2f}"
+        half = t_dist.ppf(0.975, len(finite) - 1) * statistics.stdev(finite) / math.sqrt(len(finite))
+        core += f" ± {statistics.stdev(finite):.2f} [{mean - half:.2f}, {mean + half:.2f}]"
     return f"{core} (n={len(finite)}" + (f"; {n_nan} NaN excl.)" if n_nan else ")")
 
 
@@ -145,11 +148,14 @@ def test_significance_vs_baselines(rendered):
     sig = md_table(rendered["md"], "significance of best-on-val differences")
     p = stats.ttest_ind(BEST_92["unimatch"], BEST_92["supervised"], equal_var=False).pvalue
     delta = statistics.fmean(BEST_92["unimatch"]) - statistics.fmean(BEST_92["supervised"])
-    cell = row(sig, "UniMatch vs Supervised")["92"]
-    assert cell.startswith(f"{delta:+.2f} (")
-    assert (f"p={p:.3f}" in cell) or (p < 0.001 and "p<0.001" in cell)
-    assert row(sig, "S4MIM† vs Supervised")["92"].endswith("(not enough seeds)")
-    assert row(sig, "S4MIM† vs UniMatch")["92"].endswith("(not enough seeds)")
+    cell = next(r for r in sig if r["Comparison"] == "UniMatch vs Supervised" and r["Split"] == "92")
+    assert cell["Δ"] == f"{delta:+.2f}" and cell["Test"] == "Welch, 3 vs 3 seeds"   # no draws recorded
+    assert cell["p"] == (f"{p:.3f}" if p >= 0.001 else "<0.001")
+    tested = [r for r in sig if r["p"] != "—"]
+    assert len(tested) == 1 and cell["p (Holm)"] == cell["p"] + "*"   # a family of one: Holm leaves p alone
+    s4 = [r for r in sig if r["Comparison"].startswith("S4MIM†") and r["Split"] == "92"]
+    assert [r["Test"] for r in s4] == ["not enough seeds"] * 2
+    assert "Welch's t-test" in rendered["md"] and "Data draws: not recorded by these runs" in rendered["md"]
 
 
 def test_published_vs_reproduced(rendered):
@@ -190,7 +196,9 @@ def test_pdf_carries_the_markdown_numbers(rendered):
     for caption in ("pascal: best-on-val mIoU", "pascal: last-iteration mIoU"):
         for r in md_table(md, caption):
             for cell in list(r.values())[1:]:
-                assert cell in pdf, f"{cell!r} from the Markdown table is missing in the PDF"
+                # the PDF sets a cell's interval on a second line; the Markdown joins it with a space
+                for part in cell.replace(" [", "\n[").split("\n"):
+                    assert part in pdf, f"{part!r} of {cell!r} from the Markdown table is missing in the PDF"
     for text in ("NaN (diverged)", "not available", "75.46 (n=1)", "our implementation from the paper's description",
                  "S4MIM-1"):
         assert text in pdf

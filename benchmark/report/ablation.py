@@ -12,8 +12,8 @@ from benchmark.report.common import (DASH, PAPER_DESCRIPTION_NOTE, display_name,
                                      same_run_suffix, split_sort_key)
 from benchmark.report.document import Numbering, Table
 from benchmark.report.results_store import RunRecord, config_value
-from benchmark.report.stats import (SeedStats, fmt_cell, fmt_comparison, p_value_method, seed_stats, seeds_phrase,
-                                     welch)
+from benchmark.report.inference import Comparison, compare, draws_sentence, fmt_delta_cell, holm, tests_sentence
+from benchmark.report.stats import SeedStats, fmt_cell, seed_stats, seeds_phrase
 
 FULL = "full"   # the row label of the un-ablated method
 
@@ -34,11 +34,24 @@ class AblationGroup:
         vals = [r.best.miou for r in runs if r.split == split]
         return seed_stats(vals) if vals else None
 
-    def full_stats_on_seeds_of(self, runs: list[RunRecord], split: str) -> SeedStats | None:
-        """The full method over the seeds the variant has (ablations may run fewer seeds than the grid, and
-        per-seed outcomes differ by several points): its other seeds would compare unlike with unlike."""
+    def full_on_seeds_of(self, runs: list[RunRecord], split: str) -> list[RunRecord]:
+        """The full method's runs over the seeds the variant has (ablations may run fewer seeds than the grid,
+        and per-seed outcomes differ by several points): its other seeds would compare unlike with unlike."""
         seeds = {r.seed for r in runs if r.split == split}
-        return self.stats([r for r in self.full if r.seed in seeds], split) or self.stats(self.full, split)
+        full = [r for r in self.full if r.split == split]
+        return [r for r in full if r.seed in seeds] or full
+
+    def comparisons(self) -> dict[tuple[str, str], Comparison]:
+        """(variant, split) -> variant vs full method, Holm-adjusted across the table."""
+        keys, found = [], []
+        for name, rs in self.rows()[1:]:
+            for s in self.splits:
+                cell = [r for r in rs if r.split == s]
+                full = self.full_on_seeds_of(rs, s)
+                if cell and full:
+                    keys.append((name, s))
+                    found.append(compare(cell, full))
+        return dict(zip(keys, holm(found)))
 
 
 @dataclass
@@ -100,25 +113,23 @@ def ablation_table(group: AblationGroup, num: Numbering) -> Table:
     for s in group.splits:
         columns += [s, f"Δ {s}"]
     rows = []
+    deltas = group.comparisons()
     for name, rs in group.rows():
         row = [name, "full method" if name == FULL else describe_change(rs, group.full)]
         for s in group.splits:
             st = group.stats(rs, s)
-            full_st = group.full_stats_on_seeds_of(rs, s)
             row.append(fmt_cell(st) if st else DASH)
-            if name == FULL or st is None or full_st is None:
-                row.append(DASH)
-            else:
-                row.append(fmt_comparison(welch(st, full_st)))
+            row.append(fmt_delta_cell(deltas[(name, s)]) if (name, s) in deltas else DASH)
         rows.append(row)
     title = display_name(group.method, group.from_paper_description)
-    notes = ["Best-on-val mIoU, mean ± std over seeds; Δ = variant − full method on the variant's seeds "
-             f"(points) with p from a {p_value_method()} where both sides have ≥ 2 seeds; * p < 0.05."]
+    shown = [r for _, rs in group.rows() for r in rs]
+    notes = ["Best-on-val mIoU, mean ± std [95 % CI] over seeds; Δ = variant − full method on the variant's seeds "
+             f"(points) with its 95 % CI, where both sides have ≥ 2 seeds: {tests_sentence(list(deltas.values()))}; "
+             "p_Holm adjusted across this table (Holm); * p_Holm < 0.05.", draws_sentence(shown)]
     if not group.full:
         notes.append("No full-method run for these splits: Δ cannot be computed.")
     if group.from_paper_description:
         notes.append(PAPER_DESCRIPTION_NOTE)
-    shown = [r for _, rs in group.rows() for r in rs]
     return Table(columns, rows, num.table(f"{group.dataset}: ablation of {title} (best-on-val mIoU, %), "
                                           f"{seeds_phrase(shown)}."), notes, key_columns=2)
 

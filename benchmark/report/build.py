@@ -60,8 +60,8 @@ class _Builder:
         lines = headlines(self.store.runs, self.store.datasets())
         if lines:
             self.doc.add(Paragraph("**Headline.** Gain of each method over the supervised baseline at the lowest "
-                                   "label split (best-on-val mIoU, mean over seeds; p from the significance "
-                                   "table's test):"))
+                                   "label split (best-on-val mIoU, mean over seeds; the 95 % CI of the gain and "
+                                   "the Holm-adjusted p are the significance table's):"))
             self.doc.add(*(Paragraph(line) for line in lines))
 
     def intro(self) -> None:
@@ -72,7 +72,8 @@ class _Builder:
             f"Rendered from the results files under `{self.store.root}` only (summary.json, metrics.jsonl, "
             f"config.yaml; imported reference logs): {seeds} run(s) over {len(self.store.datasets())} dataset(s) "
             f"({datasets}), and {len(refs)} imported official log(s). Every number is a mean over seeds ± the "
-            "sample standard deviation, with the number of seeds n next to it. 'Best on val' is the highest "
+            "sample standard deviation, with its 95 % confidence interval and the number of seeds n next to it "
+            "(docs/statistics.md: which test, interval and correction each table uses). 'Best on val' is the highest "
             "val mIoU among a run's evaluations (as the published tables report); 'last' is the final "
             "evaluation."))
         if self.store.skipped:
@@ -93,6 +94,7 @@ class _Builder:
             sig = comparison.significance_table(self.store.runs, ds, self.num)
             if sig:
                 self.doc.add(sig)
+                self._significance_csv(ds)
             fr = comparison.full_runs(self.store.runs, ds)
             splits = comparison.splits_of(fr, [], ds)
             if len(splits) >= 2:
@@ -104,6 +106,19 @@ class _Builder:
                 self.figure(f"main_{ds}", f"{ds}: best-on-val mIoU per split, mean ± std over seeds.{note}",
                             figures.miou_vs_split, series, splits, ds)
             self.qualitative(ds)
+
+    def _significance_csv(self, ds: str) -> None:
+        """The significance table at full precision (Hedges' g, CI bounds, raw and Holm p) for analysis."""
+        rows = [{"comparison": f"{r.method} vs {r.base}", "split": r.split, "test": r.comparison.test or "none",
+                 "n_a": r.comparison.n[0], "n_b": r.comparison.n[1], "delta": r.comparison.delta,
+                 "ci_low": r.comparison.ci[0] if r.comparison.ci else math.nan,
+                 "ci_high": r.comparison.ci[1] if r.comparison.ci else math.nan,
+                 "p": r.comparison.p, "p_holm": r.comparison.p_holm, "hedges_g": r.comparison.g,
+                 "mde": r.comparison.mde, "seeds_needed": r.comparison.seeds_needed}
+                for r in comparison.significance_rows(self.store.runs, ds)]
+        path = self.table_dir / f"significance_{slugify(ds)}.csv"
+        write_text_atomic(path, pd.DataFrame(rows).to_csv(index=False, float_format="%.6g"))
+        self.out.written.add(path)
 
     def qualitative(self, ds: str) -> None:
         missing = []

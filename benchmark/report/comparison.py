@@ -1,16 +1,19 @@
 """Main comparison (methods × splits), significance vs the baselines, and published vs reproduced."""
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections import defaultdict
+from dataclasses import dataclass
 
 from benchmark.report.common import (CUSTOM_DATA_MARK, CUSTOM_DATA_NOTE, DASH, PAPER_DESCRIPTION_NOTE, display_name,
                                      method_sort_key, registered_method, split_sort_key)
 from benchmark.report.document import Numbering, Table
 from benchmark.report.published import PublishedEntry
 from benchmark.report.results_store import ReferenceRecord, RunRecord
-from benchmark.report.stats import (DECIMALS, SeedStats, fmt, fmt_cell, fmt_comparison, p_value_method,
-                                     seed_stats, seeds_phrase, welch)
+from benchmark.report.inference import (Comparison, compare, draws_sentence, fmt_p, fmt_seeds_needed, holm,
+                                         test_label, tests_sentence)
+from benchmark.report.stats import DECIMALS, SeedStats, fmt, fmt_cell, fmt_ci, seed_stats, seeds_phrase
 
 REFERENCE_MARK = "‡"
 REFERENCE_NOTE = (f"{REFERENCE_MARK} official training log imported with `import-log` (one run, not re-run here); "
@@ -137,8 +140,9 @@ def main_table(runs: list[RunRecord], refs: list[ReferenceRecord], dataset: str,
         rows.append([f"{ref.name} {REFERENCE_MARK}"]
                     + [fmt_cell(seed_stats([point.miou])) if s == ref.split else DASH for s in splits]
                     + [DASH] * len(lab_splits))
-    notes = [f"Cells: mean ± sample std over seeds (n = seeds with a finite value); {DASH} = no run for this "
-             "method and split; **bold** = best reproduced value in the column."]
+    notes = [f"Cells: mean ± sample std [95 % CI of the mean: Student's t-interval, n − 1 degrees of freedom] "
+             f"over seeds (n = seeds with a finite value); {DASH} = no run for this method and split; **bold** = "
+             "best reproduced value in the column.", draws_sentence(fr + lab)]
     if metric == "best":
         notes.append("Best on val: the highest val mIoU over all evaluations of a run, as the official tables "
                      f"report it{_evaluations_phrase(fr)}. It selects on the set it reports on, so it is "
@@ -168,32 +172,86 @@ def main_table(runs: list[RunRecord], refs: list[ReferenceRecord], dataset: str,
                  notes, bold)
 
 
-def significance_table(runs: list[RunRecord], dataset: str, num: Numbering) -> Table | None:
+@dataclass(frozen=True)
+class SignificanceRow:
+    method: str
+    base: str
+    split: str
+    comparison: Comparison
+
+
+def significance_rows(runs: list[RunRecord], dataset: str) -> list[SignificanceRow]:
+    """Every method but the lowest baseline against each significance baseline and its declared base, per
+    split, Holm-adjusted across the whole list (the significance table's family; the headline reads it)."""
     fr = full_runs(runs, dataset)
     splits = splits_of(fr, [], dataset)
-    stats = stats_by(fr, "best")
+    cells: dict[tuple[str, str], list[RunRecord]] = defaultdict(list)
+    for r in fr:
+        cells[(r.method, r.split)].append(r)
     methods = methods_of(fr)
-    rows = []
     baselines = significance_baselines(fr, methods)
+    found = []
     for method in methods:
-        # Every method but the lowest baseline against the baselines, and against the base it declares.
         if baselines and method == baselines[0]:
             continue
         for base in dict.fromkeys(baselines + [declared_base(fr, method) or baselines[0] if baselines else ""]):
             if method == base or base not in methods:
                 continue
-            cells = [fmt_comparison(welch(stats[(method, s)], stats[(base, s)]))
-                     if (method, s) in stats and (base, s) in stats else DASH for s in splits]
-            rows.append([f"{method_label(fr, method)} vs {display_name(base)}"] + cells)
-    if not rows:
+            found += [SignificanceRow(method, base, s, compare(cells[(method, s)], cells[(base, s)]))
+                      for s in splits if (method, s) in cells and (base, s) in cells]
+    adjusted = holm([row.comparison for row in found])
+    return [dataclasses.replace(row, comparison=c) for row, c in zip(found, adjusted)]
+
+
+SIGNIFICANCE_COLUMNS = ["Comparison", "Split", "Test", "Δ", "95 % CI", "p", "p (Holm)", "Hedges' g", "MDE",
+                        "Seeds to detect Δ"]
+
+
+def significance_table(runs: list[RunRecord], dataset: str, num: Numbering) -> Table | None:
+    fr = full_runs(runs, dataset)
+    found = significance_rows(runs, dataset)
+    if not found:
         return None
-    notes = [f"Δ = difference of mean best-on-val mIoU (points); p from a {p_value_method()} over seeds; "
-             "* p < 0.05, no correction for multiple comparisons. 'not enough seeds': fewer than 2 finite seeds "
-             "on one side."]
-    if any(paper_flag(fr, m) for m in methods):
+    rows = []
+    for row in found:
+        c = row.comparison
+        zero = c.p is not None and not math.isfinite(c.p)
+        rows.append([f"{method_label(fr, row.method)} vs {display_name(row.base)}", row.split,
+                     test_label(c) + (" (zero variance)" if zero else ""), fmt(c.delta, signed=True),
+                     fmt_ci(c.ci, signed=True), fmt_p(c.p), fmt_p(c.p_holm) + ("*" if c.significant else ""),
+                     fmt(c.g, signed=True), fmt(c.mde), fmt_seeds_needed(c)])
+    comparisons = [row.comparison for row in found]
+    notes = [f"Δ = difference of mean best-on-val mIoU (points) with its 95 % CI; test: {tests_sentence(comparisons)}. "
+             "p (Holm) = Holm's step-down adjustment across every comparison of this table; * p (Holm) < 0.05. "
+             "Hedges' g = Δ over the pooled sd of the two methods, bias-corrected. MDE = the smallest |Δ| this "
+             "comparison detects with 80 % power at α = 0.05, given its spread and seeds; seeds to detect Δ "
+             "(comparisons not significant) = seeds per method the test would need for the observed Δ. "
+             "'not enough seeds': fewer than 2 finite seeds on a side.",
+             draws_sentence(fr)]
+    resolves = resolution_sentence(found, fr)
+    if resolves:
+        notes.append(resolves)
+    if any(paper_flag(fr, m) for m in methods_of(fr)):
         notes.append(PAPER_DESCRIPTION_NOTE)
-    return Table(["Comparison"] + splits, rows,
-                 num.table(f"{dataset}: significance of best-on-val differences, {seeds_phrase(fr)}."), notes)
+    return Table(SIGNIFICANCE_COLUMNS, rows,
+                 num.table(f"{dataset}: significance of best-on-val differences, {seeds_phrase(fr)}."), notes,
+                 key_columns=2)
+
+
+def resolution_sentence(found: list[SignificanceRow], fr: list[RunRecord]) -> str:
+    """What the table can and cannot resolve: the MDE range, and the differences below it."""
+    mdes = [row.comparison.mde for row in found if row.comparison.mde is not None]
+    if not mdes:
+        return ""
+    lo, hi = min(mdes), max(mdes)
+    span = f"≥ {fmt(lo)} points" if fmt(lo) == fmt(hi) else f"of {fmt(lo)}–{fmt(hi)} points or more"
+    below = [f"{method_label(fr, r.method)} vs {display_name(r.base)} on {r.split} ({fmt(r.comparison.delta, True)})"
+             for r in found if r.comparison.mde is not None and not r.comparison.significant
+             and abs(r.comparison.delta) < r.comparison.mde]
+    text = f"This grid resolves differences {span} (the MDE of each comparison)"
+    if below:
+        return text + f"; below it, so not told apart from no difference: {'; '.join(below)}."
+    return text + "."
 
 
 def published_table(runs: list[RunRecord], refs: list[ReferenceRecord], published: list[PublishedEntry],

@@ -1,19 +1,20 @@
 """The report's opening lines: per dataset, what each method gains over the supervised baseline (the registry's
 `lower_bound`) where labels
-are scarcest, with the significance table's p-value, and the all-labels reference when it was run.
+are scarcest, with the significance table's 95 % CI and Holm-adjusted p-value, and the all-labels reference
+when it was run.
 
-    animals, 8 labels: UniMatch +6.1 (p = 0.01), FixMatch +5.4 (p = 0.02) over supervised 38.2; all labels 55.0
+    animals, 8 labels: UniMatch +6.1 [+2.0, +10.2] (p_Holm = 0.01), FixMatch +5.4 [+0.3, +10.5] (p_Holm = 0.04)
+    over supervised 38.2; all labels 55.0
 
-Written from the results alone (best-on-val mIoU, mean over seeds; Welch as in the significance table).
+Written from the results alone (best-on-val mIoU, mean over seeds; the comparisons are the significance
+table's own rows, so the test, the interval and the adjustment are the same).
 """
 from __future__ import annotations
 
 import math
 
-from benchmark.report.comparison import full_runs, method_label, methods_of, reference_runs, stats_by
+from benchmark.report.comparison import full_runs, method_label, reference_runs, significance_rows, stats_by
 from benchmark.report.results_store import RunRecord
-from benchmark.report.stats import welch
-
 
 
 def labels_text(runs: list[RunRecord], split: str) -> str:
@@ -28,13 +29,18 @@ def labels_text(runs: list[RunRecord], split: str) -> str:
 
 
 def p_text(p: float | None) -> str:
+    """The Holm-adjusted p of the significance table ('one seed' when no test was possible)."""
     if p is None:
         return "one seed"
     if not math.isfinite(p):
         return "p n/a"
     if p < 0.001:
-        return "p < 0.001"
-    return f"p = {p:.2f}" if p >= 0.01 else f"p = {p:.3f}"
+        return "p_Holm < 0.001"
+    return f"p_Holm = {p:.2f}" if p >= 0.01 else f"p_Holm = {p:.3f}"
+
+
+def ci_text(ci: tuple[float, float] | None) -> str:
+    return f" [{ci[0]:+.1f}, {ci[1]:+.1f}]" if ci is not None else ""
 
 
 def dataset_headline(runs: list[RunRecord], dataset: str) -> str | None:
@@ -51,10 +57,11 @@ def dataset_headline(runs: list[RunRecord], dataset: str) -> str | None:
     split = with_baseline[0]
     base = stats[(baseline, split)]
     gains = []
-    for method in methods_of(fr):
-        if method != baseline and (method, split) in stats:
-            c = welch(stats[(method, split)], base)
-            gains.append((c.delta, f"{method_label(fr, method)} {c.delta:+.1f} ({p_text(c.p)})"))
+    for row in significance_rows(runs, dataset):
+        if row.base == baseline and row.split == split and math.isfinite(row.comparison.delta):
+            c = row.comparison
+            p = c.p_holm if c.p_holm is not None else c.p
+            gains.append((c.delta, f"{method_label(fr, row.method)} {c.delta:+.1f}{ci_text(c.ci)} ({p_text(p)})"))
     gains.sort(key=lambda g: -g[0])
     text = f"{dataset}, {labels_text(fr, split)}: "
     text += (", ".join(g[1] for g in gains) + f" over {baseline}") if gains else baseline

@@ -42,7 +42,7 @@ def inline(text: str) -> str:
 
 
 def _cell(text: str, bold: bool) -> str:
-    body = inline(text)
+    body = inline(str(text).replace("\n", " "))   # a cell's second line (the CI) follows on the same line
     return r"\textbf{" + body + "}" if bold and body else body
 
 

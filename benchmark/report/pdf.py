@@ -20,7 +20,7 @@ from reportlab.lib.styles import ParagraphStyle
 from reportlab.lib.units import cm
 from reportlab.pdfbase import pdfmetrics
 from reportlab.pdfbase.ttfonts import TTFont
-from reportlab.platypus import (BaseDocTemplate, Frame, Image, KeepTogether, NextPageTemplate, PageBreak,
+from reportlab.platypus import (BaseDocTemplate, Flowable, Frame, Image, KeepTogether, NextPageTemplate, PageBreak,
                                 PageTemplate, Paragraph)
 from reportlab.platypus import Table as RLTable
 from reportlab.platypus import TableStyle
@@ -82,7 +82,8 @@ def _caption(text: str, style: ParagraphStyle) -> Paragraph:
 
 # -------------------------------------------------------------------------------------------------- tables
 def _text_width(text: str, font: str, size: float) -> float:
-    return pdfmetrics.stringWidth(str(text), font, size) + 2 * CELL_PAD
+    """The widest line of a cell (a cell may hold a second line, e.g. a confidence interval)."""
+    return max(pdfmetrics.stringWidth(line, font, size) for line in str(text).split("\n")) + 2 * CELL_PAD
 
 
 def _column_widths(t: Table, size: float) -> list[float]:
@@ -118,7 +119,8 @@ def _rl_table(t: Table, cols: list[int], widths: list[float], size: float, wrap:
             data.append([Paragraph(escape(row[j]), bold_style if (i, j) in t.bold else cell_style) for j in cols])
         else:
             data.append([row[j] for j in cols])   # plain strings never wrap: the widths were sized for them
-    style = [("FONT", (0, 1), (-1, -1), FONT, size), ("VALIGN", (0, 0), (-1, -1), "TOP"),
+    style = [("FONT", (0, 1), (-1, -1), FONT, size), ("LEADING", (0, 1), (-1, -1), size * 1.22),
+             ("VALIGN", (0, 0), (-1, -1), "TOP"),
              ("LEFTPADDING", (0, 0), (-1, -1), CELL_PAD), ("RIGHTPADDING", (0, 0), (-1, -1), CELL_PAD),
              ("TOPPADDING", (0, 0), (-1, -1), 1.5), ("BOTTOMPADDING", (0, 0), (-1, -1), 1.5),
              ("LINEABOVE", (0, 0), (-1, 0), 0.9, colors.black), ("LINEBELOW", (0, 0), (-1, 0), 0.5, colors.black),
@@ -183,6 +185,39 @@ def _spaced(flow: list) -> list:
 
 
 # -------------------------------------------------------------------------------------------------- figures
+MIN_FIGURE_SCALE = 0.6   # a figure shrinks to this share of its size to stay on the page after its table
+
+
+class FigureBlock(Flowable):
+    """An image and its caption as one block that shrinks to the space left on the page (down to
+    MIN_FIGURE_SCALE) rather than moving whole to the next page and leaving this one half empty; larger than
+    the frame, it shrinks to the frame."""
+
+    def __init__(self, path: Path, width: float, height: float, caption: Paragraph):
+        super().__init__()
+        self.path, self.nat_w, self.nat_h, self.caption = path, width, height, caption
+        self.scale = 1.0
+        self._cap_h = 0.0
+
+    def wrap(self, avail_w, avail_h):
+        _, self._cap_h = self.caption.wrap(avail_w, avail_h)
+        cap = self._cap_h + self.caption.style.spaceBefore + self.caption.style.spaceAfter
+        frame = getattr(self, "_frame", None)    # set by the frame that places it; never taller than that
+        frame_h = frame._height if frame is not None else avail_h
+        scale = min(1.0, avail_w / self.nat_w, max(frame_h - cap, 1.0) / self.nat_h)
+        if self.nat_h * scale + cap > avail_h and avail_h - cap >= MIN_FIGURE_SCALE * self.nat_h * scale:
+            scale = (avail_h - cap) / self.nat_h
+        self.scale = scale
+        self.width, self.height = avail_w, self.nat_h * scale + cap
+        return self.width, self.height
+
+    def draw(self):
+        w, h = self.nat_w * self.scale, self.nat_h * self.scale
+        top = self.height
+        Image(str(self.path), width=w, height=h).drawOn(self.canv, 0, top - h)
+        self.caption.drawOn(self.canv, 0, top - h - self.caption.style.spaceBefore - self._cap_h)
+
+
 def figure_flowables(f: Figure, styles) -> tuple[str, list]:
     from PIL import Image as PILImage   # Pillow is a matplotlib dependency
     with PILImage.open(f.path) as im:
@@ -197,8 +232,9 @@ def figure_flowables(f: Figure, styles) -> tuple[str, list]:
     max_h = (A4[1] if orient == "portrait" else A4[0]) - 2 * MARGIN - 3 * cm
     if h > max_h:
         w, h = w * max_h / h, max_h
-    img = Image(str(f.path), width=w, height=h, hAlign="LEFT")
-    return orient, [KeepTogether([img, _caption(f.caption, styles["figcaption"])])]
+    block = FigureBlock(f.path, w, h, _caption(f.caption, styles["figcaption"]))
+    block.spaceAfter = 0
+    return orient, [block]
 
 
 # -------------------------------------------------------------------------------------------------- document

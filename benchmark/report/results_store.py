@@ -75,6 +75,10 @@ class RunRecord:
     display_name: str | None = None   # how the method names itself (Method.display_name), when recorded
     significance_baseline: bool = False   # every method is tested against it (Method.significance_baseline)
     numerics: str | None = None       # CPU numerics in force (benchmark.numerics.label; " + " when a resume mixed)
+    # summary["data_draw"]: "per_seed" (seed k trained on draw k, shared by every method: comparisons pair by
+    # seed) | "single" (one draw for every seed) | None (not recorded); the digest tells two draws apart
+    draw_design: str | None = None
+    draw_digest: str | None = None
 
     @property
     def label(self) -> str:
@@ -240,6 +244,7 @@ def parse_run_folder(folder: Path) -> RunRecord:
         reference=config_value(folder, "output.reference") is True,
         num_labeled=s["num_labeled"] if isinstance(s.get("num_labeled"), int) else None,
         numerics=_numerics_label(s.get("cpu_numerics")),
+        draw_design=_opt_str(_draw(s).get("design")), draw_digest=_opt_str(_draw(s).get("digest")),
     )
 
 
@@ -250,6 +255,11 @@ def _numerics_label(record: Any) -> str | None:
     if isinstance(sessions, list) and sessions:
         return " + ".join(str(x) for x in sessions)
     return numerics_label(record)
+
+
+def _draw(summary: dict) -> dict:
+    draw = summary.get("data_draw")
+    return draw if isinstance(draw, dict) else {}
 
 
 def _parse_same_run(folder: Path) -> RunRecord:

@@ -1,14 +1,17 @@
-"""Seed statistics and their text form: mean ± sample std (ddof=1), NaN runs excluded, Welch's t-test."""
+"""Seed statistics and their text form: mean ± sample std (ddof=1) and the t-interval of the mean, NaN runs
+excluded. Comparisons between methods are in `inference`."""
 from __future__ import annotations
 
 import math
 import statistics
 from dataclasses import dataclass
 
+from scipy import stats as sps
+
 from benchmark.report.common import DASH
 
 DECIMALS = 2           # the official logs print two decimals; more would be false precision
-MIN_SEEDS_FOR_TEST = 2
+CONFIDENCE = 0.95
 
 
 @dataclass(frozen=True)
@@ -30,6 +33,16 @@ class SeedStats:
         return statistics.stdev(self.values) if len(self.values) >= 2 else math.nan
 
     @property
+    def ci(self) -> tuple[float, float] | None:
+        """95 % t-interval of the mean over seeds (Student's t with n − 1 degrees of freedom); None below 2."""
+        if self.n < 2:
+            return None
+        if self.std == 0:
+            return (self.mean, self.mean)
+        ci = sps.ttest_1samp(self.values, 0.0).confidence_interval(CONFIDENCE)
+        return (float(ci.low), float(ci.high))
+
+    @property
     def empty(self) -> bool:
         return self.n == 0 and self.n_nan == 0
 
@@ -46,69 +59,28 @@ def fmt(x: float | None, signed: bool = False) -> str:
     return f"{x:+.{DECIMALS}f}" if signed else f"{x:.{DECIMALS}f}"
 
 
+def fmt_ci(ci: tuple[float, float] | None, signed: bool = False) -> str:
+    if ci is None:
+        return DASH
+    return f"[{fmt(ci[0], signed)}, {fmt(ci[1], signed)}]"
+
+
 def fmt_mean_std(s: SeedStats) -> str:
-    """'mean ± std' (or just the value for one seed); the seed count is shown separately by `fmt_cell`."""
+    """'mean ± std [95 % CI]' (or just the value for one seed); the seed count is shown by `fmt_cell`."""
     if s.n == 0:
         return "NaN (diverged)" if s.n_nan else DASH
-    return fmt(s.mean) if s.n == 1 else f"{fmt(s.mean)} ± {fmt(s.std)}"
+    # The interval on a second line keeps the columns narrow enough for a portrait page (the Markdown and
+    # LaTeX renderers join the lines with a space).
+    return fmt(s.mean) if s.n == 1 else f"{fmt(s.mean)} ± {fmt(s.std)}\n{fmt_ci(s.ci)}"
 
 
 def fmt_cell(s: SeedStats) -> str:
-    """A table cell: 'mean ± std (n=k)', with NaN seeds counted in the cell so nothing disappears silently."""
+    """A table cell: 'mean ± std [CI] (n=k)', with NaN seeds counted in the cell so nothing disappears silently."""
     core = fmt_mean_std(s)
     if s.n == 0:
         return core
     extra = f"; {s.n_nan} NaN excl." if s.n_nan else ""
     return f"{core} (n={s.n}{extra})"
-
-
-@dataclass(frozen=True)
-class Comparison:
-    delta: float          # mean(a) - mean(b)
-    p: float | None       # None: not enough seeds on one side
-    test: str             # which test produced p
-
-
-def welch(a: SeedStats, b: SeedStats) -> Comparison:
-    """Two-sided Welch t-test of a vs b. scipy when importable; otherwise a normal approximation of the same
-    statistic (documented in reports/README.md; it is anti-conservative for few seeds)."""
-    delta = a.mean - b.mean
-    if a.n < MIN_SEEDS_FOR_TEST or b.n < MIN_SEEDS_FOR_TEST:
-        return Comparison(delta, None, "")
-    se2 = a.std ** 2 / a.n + b.std ** 2 / b.n
-    if se2 == 0:
-        return Comparison(delta, math.nan, "zero variance")
-    try:
-        from scipy import stats as sps
-    except ImportError:
-        z = delta / math.sqrt(se2)
-        return Comparison(delta, math.erfc(abs(z) / math.sqrt(2)), "normal approx.")
-    res = sps.ttest_ind(a.values, b.values, equal_var=False)
-    return Comparison(delta, float(res.pvalue), "Welch t")
-
-
-def p_value_method() -> str:
-    """How p-values are computed in this environment, for the notes under the tables."""
-    try:
-        import scipy  # noqa: F401
-    except ImportError:
-        return ("normal approximation of Welch's t statistic (scipy not installed: anti-conservative with "
-                "few seeds)")
-    return "two-sided Welch t-test (scipy, unequal variances)"
-
-
-def fmt_comparison(c: Comparison | None) -> str:
-    if c is None:
-        return DASH
-    if not math.isfinite(c.delta):
-        return DASH
-    if c.p is None:
-        return f"{fmt(c.delta, signed=True)} (not enough seeds)"
-    if not math.isfinite(c.p):
-        return f"{fmt(c.delta, signed=True)} (p n/a, zero variance)"
-    star = "*" if c.p < 0.05 else ""
-    p_text = "p<0.001" if c.p < 0.001 else f"p={c.p:.3f}"
-    return f"{fmt(c.delta, signed=True)} ({p_text}){star}"
 
 
 def seeds_phrase(runs) -> str:
