@@ -98,7 +98,7 @@ def test_order_padding_dropping_and_shared_permutation_are_the_official_samplers
 def test_streams_follow_the_official_order_on_any_world_size(tiny_data, tmp_path):
     def cfg_for(method, split="1_8"):
         return resolve(profile="smoke", method=method, split=split, overrides=[
-            f"data.root={tiny_data}", f"data.split_dir={tiny_data}/splits", f"output.results_dir={tmp_path}",
+            f"data.root={tiny_data}", f"output.results_dir={tmp_path}",
             "data.epoch_order=official", "data.mix_source=same_ids", "train.loss_shards=4",
             "train.total_batch_size=8"])
 
