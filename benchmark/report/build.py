@@ -117,7 +117,7 @@ class _Builder:
                  "mde": r.comparison.mde, "seeds_needed": r.comparison.seeds_needed}
                 for r in comparison.significance_rows(self.store.runs, ds)]
         path = self.table_dir / f"significance_{slugify(ds)}.csv"
-        write_text_atomic(path, pd.DataFrame(rows).to_csv(index=False, float_format="%.6g"))
+        atomic_write_text(path, pd.DataFrame(rows).to_csv(index=False, float_format="%.6g"))
         self.out.written.add(path)
 
     def qualitative(self, ds: str) -> None:
