@@ -120,6 +120,9 @@ def record(mode: str, device_type: str, compile_model: bool = False) -> dict:
     """What a run's summary.json records as `cpu_numerics` (and the report's provenance shows)."""
     out = {"mode": mode, "host_isa": host_isa(), "machine": platform.machine()}
     out.update({name: os.environ.get(name) for name in PINS})
+    if "torch" in sys.modules:   # what ATen really dispatches to (fixed at its first kernel)
+        import torch
+        out["aten_in_force"] = torch.backends.cpu.get_cpu_capability()
     if compile_model:
         out["inductor_simdlen"] = INDUCTOR_SIMDLEN if mode == "pinned" and device_type != "cuda" else None
     if device_type == "cuda":
