@@ -23,7 +23,7 @@ def train(tmp_path, data, world_size, batch_size, tag, batch_key="train.batch_si
     results = tmp_path / tag
     args = ["--method", "supervised", "--profile", "smoke", "--no-progress", "--device", "cpu",
             f"data.root={data}", f"output.results_dir={results}",
-            "train.iters=6", "eval.every=3", f"{batch_key}={batch_size}",
+            "train.iters=6", "eval.every=3", "train.log_every=1", f"{batch_key}={batch_size}",
             # 0.03: with the official schedule (steps 0 and 1 at the base lr) 0.05 lets per-process BatchNorm
             # on CPU tip the tiny run apart (4 mIoU points), 0.01 leaves it predicting one class.
             "train.lr=0.03"]
@@ -39,7 +39,8 @@ def train(tmp_path, data, world_size, batch_size, tag, batch_key="train.batch_si
         return done.stderr
     summary = json.loads(next(results.rglob("summary.json")).read_text())
     metrics = [json.loads(l) for l in next(results.rglob("metrics.jsonl")).read_text().splitlines()]
-    return summary, metrics, done.stdout
+    losses = [json.loads(l)["loss"] for l in next(results.rglob("train_log.jsonl")).read_text().splitlines()]
+    return summary, metrics, losses, done.stdout
 
 
 @pytest.mark.slow
@@ -47,16 +48,18 @@ def test_two_gloo_processes_match_one_process(tmp_path):
     from datasets.animals import generate
     from datasets.draws import draw_folder
     data = generate(draw_folder(tmp_path / "data", 0), variant="tiny", progress=False).parent
-    single, single_metrics, _ = train(tmp_path, data, 1, 4, "single")
-    double, double_metrics, stdout = train(tmp_path, data, 2, 2, "double")
+    single, single_metrics, single_losses, _ = train(tmp_path, data, 1, 4, "single")
+    double, double_metrics, double_losses, stdout = train(tmp_path, data, 2, 2, "double")
     # Only rank 0 writes: one metrics line per evaluation, one summary line printed.
     assert [m["iter"] for m in double_metrics] == [m["iter"] for m in single_metrics] == [3, 6]
     assert stdout.count('"best_miou"') == 1
     assert double["world_size"] == 2
     # Same keys per step; differences come only from per-process BatchNorm statistics on CPU (no
-    # SyncBatchNorm kernel there) and the per-shard loss mean: a tolerance of 2 mIoU points (observed: 0.0).
-    for a, b in zip(single_metrics, double_metrics):
-        assert abs(a["miou"] - b["miou"]) <= 2.0, (a["miou"], b["miou"])
+    # SyncBatchNorm kernel there) and the per-process loss mean, which a 6-step run from scratch amplifies:
+    # the losses are compared (the first step's closely), not the chaotic mIoU of so short a run.
+    assert len(single_losses) == len(double_losses) == 6
+    assert abs(double_losses[0] / single_losses[0] - 1) < 0.02, (single_losses, double_losses)
+    assert all(abs(b / a - 1) < 0.1 for a, b in zip(single_losses, double_losses)), (single_losses, double_losses)
 
 
 @pytest.mark.slow
@@ -64,7 +67,7 @@ def test_total_batch_is_split_over_the_processes_and_recorded(tmp_path):
     from datasets.animals import generate
     from datasets.draws import draw_folder
     data = generate(draw_folder(tmp_path / "data", 0), variant="tiny", progress=False).parent
-    double, _, _ = train(tmp_path, data, 2, 4, "total", batch_key="train.total_batch_size")
+    double, _, _, _ = train(tmp_path, data, 2, 4, "total", batch_key="train.total_batch_size")
     assert (double["world_size"], double["batch_per_process"], double["total_batch_size"]) == (2, 2, 4)
     # Each process prints the one error line and exits 2; torchrun then reports a failed child (exit 1).
     err = train(tmp_path, data, 2, 3, "odd", batch_key="train.total_batch_size", expect_rc=1)

@@ -91,5 +91,10 @@ def test_a_cell_past_its_time_limit_is_requeued_resumes_and_matches(tmp_path, mo
     resumed_at = [int(line.split("at step ")[1].split("/")[0]) for line in log.splitlines() if "resuming " in line]
     assert log.count("### ") == 2 and len(resumed_at) == 1 and 0 < resumed_at[0] < ITERS, log[-3000:]
     assert rendered == [True]        # once, after the requeued cell had finished
-    keys = ("status", "best", "last", "iters", "evaluations")
-    assert {k: cut[k] for k in keys} == {k: plain[k] for k in keys}
+    assert scores(cut) == scores(plain)
+
+
+def scores(summary: dict) -> dict:
+    """What must reproduce exactly (not the timings inside the evaluation records)."""
+    points = {k: {key: v for key, v in summary[k].items() if key != "elapsed_s"} for k in ("best", "last")}
+    return {**points, **{k: summary[k] for k in ("status", "iters", "evaluations")}}
