@@ -127,18 +127,27 @@ def test_an_unwritable_results_folder_is_one_line_before_anything(finished, tmp_
 
 @pytest.mark.parametrize("field", ["split_lists", "data_draw"])
 def test_a_run_on_custom_data_is_marked_in_the_main_table(field, tmp_path):
-    from benchmark.report.comparison import main_table
-    from benchmark.report.common import CUSTOM_DATA_MARK, CUSTOM_DATA_NOTE
+    from benchmark.report.comparison import main_table, published_table, significance_table
+    from benchmark.report.common import CUSTOM_DATA_MARK, CUSTOM_DATA_NOTE, DASH
+    from benchmark.report.published import PublishedEntry
     from benchmark.report.document import Numbering
     from benchmark.report.results_store import load_results
     extra = {field: {"custom": True}}
-    write_run(tmp_path, "pascal", "92", "unimatch", 0, 70.0, **extra)
-    write_run(tmp_path, "pascal", "92", "supervised", 0, 60.0)
+    for seed in (0, 1):
+        write_run(tmp_path, "pascal", "92", "unimatch", seed, 70.0 + seed, **extra)
+        write_run(tmp_path, "pascal", "92", "supervised", seed, 60.0 - seed)
     store = load_results(tmp_path)
     table = main_table(store.runs, [], "pascal", "best", Numbering())
     cells = {row[0]: row[1] for row in table.rows}
     assert cells["UniMatch"].endswith(CUSTOM_DATA_MARK) and not cells["Supervised"].endswith(CUSTOM_DATA_MARK)
     assert CUSTOM_DATA_NOTE in table.notes
+    # The significance table marks a comparison with a custom side; published-vs-reproduced leaves it out.
+    significance = significance_table(store.runs, "pascal", Numbering())
+    assert significance.rows[0][1] == f"92{CUSTOM_DATA_MARK}" and CUSTOM_DATA_NOTE in significance.notes
+    entry = PublishedEntry(method="unimatch", dataset="pascal", split="92", backbone=None, crop=None, miou=75.2,
+                           source="paper")
+    published = published_table(store.runs, [], [entry], "pascal", Numbering())
+    assert published.rows[0][5] == DASH and any("left out of this table" in n for n in published.notes)
 
 
 def test_imported_logs_alone_get_a_per_class_table(tmp_path):

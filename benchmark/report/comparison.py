@@ -213,10 +213,12 @@ def significance_table(runs: list[RunRecord], dataset: str, num: Numbering) -> T
     if not found:
         return None
     rows = []
+    custom = on_custom_data(fr)
     for row in found:
         c = row.comparison
         zero = c.p is not None and not math.isfinite(c.p)
-        rows.append([f"{method_label(fr, row.method)} vs {display_name(row.base)}", row.split,
+        mark = CUSTOM_DATA_MARK if {(row.method, row.split), (row.base, row.split)} & custom else ""
+        rows.append([f"{method_label(fr, row.method)} vs {display_name(row.base)}", f"{row.split}{mark}",
                      test_label(c) + (" (zero variance)" if zero else ""), fmt(c.delta, signed=True),
                      fmt_ci(c.ci, signed=True), fmt_p(c.p), fmt_p(c.p_holm) + ("*" if c.significant else ""),
                      fmt(c.g, signed=True), fmt(c.mde), fmt_seeds_needed(c)])
@@ -233,6 +235,8 @@ def significance_table(runs: list[RunRecord], dataset: str, num: Numbering) -> T
         notes.append(resolves)
     if any(paper_flag(fr, m) for m in methods_of(fr)):
         notes.append(PAPER_DESCRIPTION_NOTE)
+    if custom:
+        notes.append(CUSTOM_DATA_NOTE)
     return Table(SIGNIFICANCE_COLUMNS, rows,
                  num.table(f"{dataset}: significance of best-on-val differences, {seeds_phrase(fr)}."), notes,
                  key_columns=2)
@@ -260,8 +264,8 @@ def published_table(runs: list[RunRecord], refs: list[ReferenceRecord], publishe
     if not entries:
         return None
     # A run on other split lists than the official ones is never set beside a published number.
-    custom = [r for r in full_runs(runs, dataset) if r.custom_splits]
-    fr = [r for r in full_runs(runs, dataset) if not r.custom_splits]
+    custom = [r for r in full_runs(runs, dataset) if r.custom_splits or r.custom_data]
+    fr = [r for r in full_runs(runs, dataset) if not (r.custom_splits or r.custom_data)]
     stats = stats_by(fr, "best")
     ds_refs = [r for r in refs if r.dataset == dataset]
     sources: list[str] = []
@@ -296,8 +300,9 @@ def published_table(runs: list[RunRecord], refs: list[ReferenceRecord], publishe
              "small CPU backbone vs the paper's ResNet-101) — a gap to read, not an error. 'not available': the "
              "published value is null in benchmark/data/published.yaml until someone copies it from the paper."]
     if custom:
-        notes.append(f"{len(custom)} run(s) trained on custom split lists (data.custom_splits=true, checksums in "
-                     f"their summary.json) are left out of this table: their numbers are not comparable.")
+        notes.append(f"{len(custom)} run(s) trained on custom split lists or data (data.custom_splits, "
+                     f"data.custom_data; checksums in their summary.json) are left out of this table: their numbers "
+                     f"are not comparable.")
     notes += [f"[{i}] {s}" for i, s in enumerate(sources, start=1)]
     if any(paper_method(e.method) for e in entries) or any(paper_flag(fr, m) for m in methods_of(fr)):
         notes.append(PAPER_DESCRIPTION_NOTE)
