@@ -260,6 +260,20 @@ def render_pdf(doc: Document, path: Path) -> None:
     atomic_write_files({Path(path): lambda tmp: write_pdf(doc, tmp)})
 
 
+def _section_orientations(blocks: list, rendered: dict) -> dict[int, str]:
+    """Heading index (level <= 2) -> the orientation its section starts in: landscape where any of its blocks
+    needs it."""
+    out: dict[int, str] = {}
+    current = None
+    for index, block in enumerate(blocks):
+        if isinstance(block, Heading) and block.level <= 2:
+            current = index
+            out[current] = "portrait"
+        elif index in rendered and rendered[index][0] == "landscape" and current is not None:
+            out[current] = "landscape"
+    return out
+
+
 def write_pdf(doc: Document, path: Path) -> None:
     """The PDF straight into `path` (the atomic writer's temp file)."""
     _register_fonts()
@@ -281,10 +295,15 @@ def write_pdf(doc: Document, path: Path) -> None:
             story.extend([NextPageTemplate(to), PageBreak(), *moved])
         orient = to
 
-    for block in doc.blocks:
+    rendered = {i: (table_flowables(b, styles) if isinstance(b, Table) else figure_flowables(b, styles))
+                for i, b in enumerate(doc.blocks) if isinstance(b, (Table, Figure))}
+    section_orient = _section_orientations(doc.blocks, rendered)
+    for index, block in enumerate(doc.blocks):
         if isinstance(block, Heading):
             if block.level <= 2:
-                switch("portrait")     # a new section goes back to portrait pages
+                # A section that needs a landscape page starts on one: switching halfway through would leave
+                # a half-empty portrait page inside the section.
+                switch(section_orient[index])
                 trailing_headings.clear()
             para = Paragraph(inline(block.text), styles["h2" if block.level <= 2 else "h3"])
             para._outline_level = max(0, block.level - 2)
@@ -296,12 +315,9 @@ def write_pdf(doc: Document, path: Path) -> None:
             trailing_headings.clear()
             fresh_break.clear()
             continue
-        if isinstance(block, Table):
-            want, flow = table_flowables(block, styles)
-        elif isinstance(block, Figure):
-            want, flow = figure_flowables(block, styles)
-        else:  # pragma: no cover
+        if index not in rendered:  # pragma: no cover
             raise TypeError(f"no PDF renderer for {type(block).__name__}")
+        want, flow = rendered[index]
         if want == "landscape":
             switch("landscape")       # stays landscape until the next section: fewer half-empty pages
         if trailing_headings:         # a heading never ends a page: it travels with the block it introduces
