@@ -144,3 +144,11 @@ def label(numerics: dict | None) -> str:
         return f"pinned {(numerics.get('ONEDNN_MAX_CPU_ISA') or PINNED_ISA).upper()}"
     return f"native {numerics.get('host_isa', '?')}" + (f" (oneDNN cap {numerics['ONEDNN_MAX_CPU_ISA']})"
                                                         if numerics.get("ONEDNN_MAX_CPU_ISA") else "")
+
+
+def sessions_label(record) -> str | None:
+    """The label of a summary's `cpu_numerics` over all its sessions (" + " where a resume mixed them)."""
+    if not isinstance(record, dict):
+        return None
+    sessions = record.get("sessions")
+    return " + ".join(str(x) for x in sessions) if isinstance(sessions, list) and sessions else label(record)

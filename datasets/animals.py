@@ -40,7 +40,8 @@ from PIL import Image, ImageFilter
 
 from datasets import REPO_ROOT
 from datasets.draws import (PINNED_DIGESTS_FILE, ContentDigest, DrawRecord, check_digest, draw_folder, pin_digest,
-                            pin_key, stratified_order, verified_digest)
+                            pin_key, verified_digest)
+from datasets.draws import label_splits as draw_label_splits
 from datasets.errors import DataError
 from datasets.palette import voc_palette
 from datasets.silhouettes import PACKAGE_ANIMALS, load_silhouettes
@@ -248,24 +249,9 @@ def _line(sample: str) -> str:
 
 def label_splits(class_pixels: np.ndarray, seed: int, stratified: bool = True
                  ) -> dict[str, tuple[list[int], list[int]]]:
-    """Split name -> (labeled, unlabeled) train indices; smaller splits are prefixes of one order.
-
-    Stratified (the default): the order gives every animal class a comparable share of labeled pixels
-    (datasets.draws.stratified_order), so a draw's 8 labels do not leave one class nearly unseen. Otherwise a
-    plain random permutation (generator version 2's splits)."""
-    num_train = len(class_pixels)
-    rng = np.random.default_rng([seed, zlib.crc32(b"label-splits")])
-    largest = max(max(1, num_train // d) for _, d in LABEL_SPLITS if d > 1)
-    order = stratified_order(class_pixels, rng, largest) if stratified else rng.permutation(num_train).tolist()
-    splits = {}
-    for name, denominator in LABEL_SPLITS:
-        count = max(1, num_train // denominator)
-        labeled = sorted(order[:count]) if denominator > 1 else list(range(num_train))
-        # `full` follows the custom of using every train image as unlabeled data too.
-        taken = set(labeled)
-        unlabeled = list(range(num_train)) if denominator == 1 else [i for i in range(num_train) if i not in taken]
-        splits[name] = (labeled, unlabeled)
-    return splits
+    """This generator's named splits of one draw (datasets.draws.label_splits)."""
+    return draw_label_splits(class_pixels, np.random.default_rng([seed, zlib.crc32(b"label-splits")]), LABEL_SPLITS,
+                             stratified)
 
 
 def _manifest(variant: str, params: SceneParams, seed: int) -> dict:

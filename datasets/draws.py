@@ -68,6 +68,27 @@ def stratified_order(class_pixels: np.ndarray, rng: np.random.Generator, count: 
     return chosen
 
 
+def label_splits(class_pixels: np.ndarray, rng: np.random.Generator, denominators, stratified: bool = True
+                 ) -> dict[str, tuple[list[int], list[int]]]:
+    """Split name -> (labeled, unlabeled) train indices for `denominators` ((name, d): 1/d of the images
+    labeled; d = 1 is `full`); smaller splits are prefixes of one order.
+
+    Stratified (the default): the order of `stratified_order`, so a draw's 8 labels do not leave one class
+    nearly unseen. Otherwise a plain random permutation (generator version 2's splits)."""
+    num_train = len(class_pixels)
+    largest = max(max(1, num_train // d) for _, d in denominators if d > 1)
+    order = stratified_order(class_pixels, rng, largest) if stratified else rng.permutation(num_train).tolist()
+    splits = {}
+    for name, denominator in denominators:
+        if denominator == 1:   # `full` follows the custom of using every train image as unlabeled data too
+            splits[name] = (list(range(num_train)), list(range(num_train)))
+            continue
+        labeled = sorted(order[:max(1, num_train // denominator)])
+        taken = set(labeled)
+        splits[name] = (labeled, [i for i in range(num_train) if i not in taken])
+    return splits
+
+
 # ---------------------------------------------------------------------------------------------------------
 # Digests.
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from benchmark.numerics import label as numerics_label
+from benchmark.numerics import sessions_label
 from benchmark.report.common import ReportError, is_finite, published_backbone, registered_method
 # An ablation variant that trains exactly another cell's run holds this pointer instead of its own run.
 from benchmark.grid import run_name
@@ -243,18 +243,9 @@ def parse_run_folder(folder: Path) -> RunRecord:
         base=_opt_str(s["base"]) if "base" in s else (cls.base or None if cls is not None else None),
         reference=config_value(folder, "output.reference") is True,
         num_labeled=s["num_labeled"] if isinstance(s.get("num_labeled"), int) else None,
-        numerics=_numerics_label(s.get("cpu_numerics")),
+        numerics=sessions_label(s.get("cpu_numerics")),
         draw_design=_opt_str(_draw(s).get("design")), draw_digest=_opt_str(_draw(s).get("digest")),
     )
-
-
-def _numerics_label(record: Any) -> str | None:
-    if not isinstance(record, dict):
-        return None
-    sessions = record.get("sessions")
-    if isinstance(sessions, list) and sessions:
-        return " + ".join(str(x) for x in sessions)
-    return numerics_label(record)
 
 
 def _draw(summary: dict) -> dict:
