@@ -17,7 +17,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from benchmark.runner import add_run_arguments, execute
+from benchmark.grid.runner import add_run_arguments, execute
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -51,10 +51,10 @@ def describe_components() -> str:
 
 def ablation_plan_cells(args: argparse.Namespace):
     """The plan and the cells that --component / --sweep ask for."""
-    from benchmark import grid
-    from benchmark.config import ConfigError
-    from benchmark.cell_plan import plan_cell
-    from benchmark.runner import run_options
+    from benchmark.grid import cells as grid
+    from benchmark.train.config import ConfigError
+    from benchmark.grid.plan import plan_cell
+    from benchmark.grid.runner import run_options
     from methods.registry import get
 
     sweeps = [grid.parse_sweep(text) for text in args.sweep]
@@ -83,7 +83,7 @@ def ablation_plan_cells(args: argparse.Namespace):
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_intermixed_args(argv)
-    from benchmark.runner import load_plugins
+    from benchmark.grid.runner import load_plugins
     load_plugins(args.plugin)
     if args.list:
         print(describe_components())
@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.component and not args.sweep:
         parser.error("give --component NAME or --sweep KEY=V1,V2,... (--list shows the components)")
     plan, cells = ablation_plan_cells(args)
-    from benchmark.runner import stop_on_sigterm
+    from benchmark.grid.runner import stop_on_sigterm
     stop_on_sigterm()
     return execute(cells, args, jobs=args.jobs or plan.parallel, title="ablation")
 

@@ -5,7 +5,7 @@ import errno
 import sys
 from typing import Callable
 
-from benchmark.config import ConfigError
+from benchmark.train.config import ConfigError
 from datasets.errors import DataError
 from methods.base import MethodError
 
@@ -19,9 +19,9 @@ OS_ERROR_REASONS = {errno.EACCES: "permission denied", errno.EPERM: "permission 
 
 def user_errors() -> tuple[type[BaseException], ...]:
     from benchmark.io import DiskFullError
-    from benchmark.trainer import NonFiniteLossError
+    from benchmark.train.trainer import NonFiniteLossError
     errors: list[type[BaseException]] = [ConfigError, DataError, MethodError, NonFiniteLossError, DiskFullError]
-    from benchmark.model import ModelError
+    from benchmark.train.model import ModelError
     errors.append(ModelError)
     return tuple(errors)
 
@@ -47,7 +47,7 @@ def os_error_line(exc: OSError) -> str | None:
 
 
 def run_main(main: Callable[[], int | None]) -> None:
-    from benchmark.runlock import EXIT_RUNNING_ELSEWHERE, RunLockedError
+    from benchmark.train.runlock import EXIT_RUNNING_ELSEWHERE, RunLockedError
     try:
         code = main()
     except KeyboardInterrupt:

@@ -23,7 +23,7 @@ _LOADED: dict[str, str] = {}   # normalised spec -> module name in sys.modules
 
 
 def _plugin_error(message: str) -> Exception:
-    from benchmark.config import ConfigError
+    from benchmark.train.config import ConfigError
     return ConfigError(message)
 
 
@@ -74,7 +74,7 @@ def load_plugin(spec: str) -> str:
     try:
         name = _import_file(Path(key)) if is_path(key) else importlib.import_module(key).__name__
     except Exception as exc:
-        from benchmark.config import ConfigError
+        from benchmark.train.config import ConfigError
         if isinstance(exc, ConfigError):
             raise
         raise _plugin_error(f"plugin {key} cannot be imported: {_first_line(exc)}") from None

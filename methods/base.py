@@ -76,7 +76,7 @@ class Method:
     components: ClassVar[dict[str, bool]] = {}
     component_help: ClassVar[dict[str, str]] = {}
     # component -> the loss terms it adds or changes; with it off every other term stays bit-identical
-    # (tests/test_switches.py checks this for each registered method's own components).
+    # (tests/methods/test_switches.py checks this for each registered method's own components).
     component_terms: ClassVar[dict[str, tuple[str, ...]]] = {}
     # component -> the component it acts through: with the latter off, the former has no effect (the grid uses
     # this to skip ablation variants that would train exactly the same thing twice).
@@ -92,7 +92,7 @@ class Method:
     # does not declare (all of them for a method without a base).
     own_components: ClassVar[tuple[str, ...] | None] = None
     # With its own components off (as they act) this method trains its base exactly: the runner then reuses
-    # the base's run for such an ablation variant (`same_run_as`). Claimed only where tests/test_same_run.py
+    # the base's run for such an ablation variant (`same_run_as`). Claimed only where tests/grid/test_same_run.py
     # shows identical weights after training.
     reduces_to_base: ClassVar[bool] = False
     # The report tests every method against this one (the supervised lower bound, the strongest baseline).

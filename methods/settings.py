@@ -17,7 +17,7 @@ class LossSettings:
     ohem_thresh: float = 0.7
     ohem_min_kept: int = 200000
     # Processes ohem_min_kept is stated per (official Cityscapes: 4); 0 = per process as is. A method's context
-    # holds the per-process value with 0 here (benchmark.schedule.ohem_min_kept_per_process).
+    # holds the per-process value with 0 here (benchmark.train.schedule.ohem_min_kept_per_process).
     ohem_min_kept_world_size: int = 0
 
 

@@ -6,4 +6,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/ensure_env.sh
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}" TQDM_DISABLE="${TQDM_DISABLE:-1}"
-exec "$PY" -m benchmark.gpu_check "$@"
+exec "$PY" -m benchmark.diagnostics.gpu_check "$@"

@@ -14,8 +14,8 @@ import sys
 import pytest
 import torch
 
-from benchmark import runner
-from benchmark import train as train_cli
+from benchmark.grid import runner
+from benchmark.train import command as train_cli
 from benchmark.cli import run_main
 from benchmark.io import FILE_MODE, DiskFullError, atomic_write, atomic_write_json
 

@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from benchmark import plugins
-from benchmark.config import ConfigError, resolve
+from benchmark.train.config import ConfigError, resolve
 from methods import registry
 from methods.base import _REGISTRY, MethodError
 
@@ -33,7 +33,7 @@ def clean_registry():
 
 
 def test_example_plugin_trains_from_outside_the_package(tmp_path, monkeypatch):
-    from benchmark.trainer import Trainer
+    from benchmark.train.trainer import Trainer
     monkeypatch.chdir(tmp_path)   # the plugin path resolves against the caller's folder
     shutil.copy(EXAMPLE, tmp_path / "my_method.py")
     cfg = resolve(profile="smoke", method="ema_fixmatch", plugins=["my_method.py"],
@@ -112,9 +112,10 @@ def test_broken_entry_point_names_it(tmp_path, monkeypatch):
 
 
 def test_run_all_and_ablate_pass_plugins_to_every_cell(tmp_path, monkeypatch):
-    from benchmark import ablate, runner
-    from benchmark.cells import train_argv
-    from benchmark.grid import Cell
+    from benchmark import ablate
+    from benchmark.grid import runner
+    from benchmark.grid.local import train_argv
+    from benchmark.grid.cells import Cell
     monkeypatch.chdir(REPO)
     args = runner.build_parser().parse_args(["--profile", "smoke", "--plugin", "examples/ema_fixmatch.py",
                                              "--methods", "ema_fixmatch", "--results-dir", str(tmp_path)])

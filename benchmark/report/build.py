@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from benchmark.config_files import profile_report_note
+from benchmark.train.config_files import profile_report_note
 from benchmark.io import atomic_write_text
 from benchmark.report import ablation, comparison, details, figures, qualitative
 from benchmark.report.common import (CUSTOM_DATA_NOTE, PAPER_DESCRIPTION_NOTE, REPO_ROOT, USER_SUPPLIED_NOTE,

@@ -68,7 +68,7 @@ def split_sort_key(split: str) -> tuple[int, float, str]:
 
 
 def same_run_suffix(runs) -> str:
-    """' (= unimatch run)' for rows whose runs reuse another method's run (see benchmark/same_run.py)."""
+    """' (= unimatch run)' for rows whose runs reuse another method's run (see benchmark/grid/same_run.py)."""
     reused = sorted({r.same_run_as for r in runs if r.same_run_as})
     return f" (= {', '.join(reused)} run)" if reused else ""
 

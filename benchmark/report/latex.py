@@ -4,7 +4,7 @@ marks († ‡ §) as superscripts, the notes as a footnote-sized paragraph unde
     OUT/tables/table_03_animals-significance-of-best-on-val-differences.tex   (needs \\usepackage{booktabs})
 
 The cells are the document model's own text (the Markdown and the PDF render the same), so the numbers
-agree by construction; tests/test_report_latex.py checks them against the Markdown.
+agree by construction; tests/report/test_report_latex.py checks them against the Markdown.
 """
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """Qualitative figures: per dataset and split, the same few val images with their ground truth and each
 method's best-on-val prediction, coloured with the dataset's palette, with a class legend.
 
-The trainer saves these predictions (`qualitative.npz`, see benchmark/qualitative.py); each method's column
+The trainer saves these predictions (`qualitative.npz`, see benchmark/train/sample_images.py); each method's column
 comes from its lowest seed that has them. Without any, the figure is skipped with a note.
 """
 from __future__ import annotations
@@ -14,7 +14,7 @@ import numpy as np
 from benchmark.report.comparison import full_runs, method_label, methods_of
 from benchmark.report.results_store import RunRecord
 
-QUALITATIVE_FILE = "qualitative.npz"   # written by benchmark/qualitative.py (the report does not import torch)
+QUALITATIVE_FILE = "qualitative.npz"   # written by benchmark/train/sample_images.py (the report does not import torch)
 IGNORE_COLOUR = (255, 255, 255)
 
 
