@@ -29,7 +29,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from datasets import REPO_ROOT, manifest
+from datasets import IGNORE_INDEX, REPO_ROOT, manifest
 from datasets.catalog import DatasetSpec, get_spec
 from datasets.errors import DataError
 from datasets.splits import LABELED_FILE, UNLABELED_FILE, VAL_FILE, read_split_file, sha256_file
@@ -38,7 +38,6 @@ REAL_DATASETS = tuple(sorted({path.split("/")[0] for path in manifest.FILES}))
 DEFAULT_SAMPLE = 200
 DOWNLOAD_TIMEOUT_S = 60
 SHOWN = 5                      # culprits named per error line
-IGNORE_LABEL = 255
 COCO_TRAIN2017_IMAGES = 118287
 _READ_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
 
@@ -311,9 +310,9 @@ def check_sample(root: Path, image_rel: str, mask_rel: Optional[str], num_classe
     if mask_size != image_size:
         problems.add(SIZE, f"{mask_path} is {mask_size[0]}x{mask_size[1]} but {image_path} is "
                            f"{image_size[0]}x{image_size[1]}")
-    bad = [int(v) for v in np.unique(labels) if v >= num_classes and v != IGNORE_LABEL]
+    bad = [int(v) for v in np.unique(labels) if v >= num_classes and v != IGNORE_INDEX]
     if bad:
-        problems.add(VALUES, f"{mask_path} has {bad} (allowed 0..{num_classes - 1} and {IGNORE_LABEL})")
+        problems.add(VALUES, f"{mask_path} has {bad} (allowed 0..{num_classes - 1} and {IGNORE_INDEX})")
 
 
 # --- command line ----------------------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from datasets import IGNORE_INDEX
 from methods.settings import LossSettings, coerce
 
 VIEW_NAMES = frozenset({"strong1", "strong2", "box1", "box2", "mix"})
@@ -25,7 +26,7 @@ class MethodError(ValueError):
 @dataclass(frozen=True)
 class MethodContext:
     num_classes: int
-    ignore_index: int = 255
+    ignore_index: int = IGNORE_INDEX
     loss: LossSettings = field(default_factory=LossSettings)
     # Virtual shards of this process's batch: each loss is averaged per shard, then over the shards, as the
     # official code's per-GPU means averaged by DDP (the trainer derives it from `train.loss_shards`).

@@ -28,8 +28,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from datasets import IGNORE_INDEX
 from methods.base import Batch, LossOutput, Method, MethodContext, MethodError, StepInfo, register
-from methods.common import (PADDING, PseudoLabeler, PseudoLabels, confident_cross_entropy, predict_in_eval_mode,
+from methods.common import (PseudoLabeler, PseudoLabels, confident_cross_entropy, predict_in_eval_mode,
                             random_patch_mask)
 from methods.unimatch import UniMatch, UniMatchParams
 
@@ -236,7 +237,7 @@ class MaskMatch(Method):
         masked, hidden = self.mask_images(view)
         if self.params.mask_loss_region == "masked":   # visible pixels leave the loss and its normaliser
             pseudo = PseudoLabels(pseudo.label, pseudo.conf,
-                                  torch.where(hidden, pseudo.ignore, torch.full_like(pseudo.ignore, PADDING)))
+                                  torch.where(hidden, pseudo.ignore, torch.full_like(pseudo.ignore, IGNORE_INDEX)))
         # A forward of its own: batching it with the strong views would change their BatchNorm statistics,
         # and so the base terms.
         return confident_cross_entropy(model(masked), pseudo, self.mask_thresh, self.ctx.loss_shards)

@@ -28,8 +28,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from datasets import IGNORE_INDEX
 from methods.base import Batch, LossOutput, MethodContext, MethodError, StepInfo, register
-from methods.common import PADDING, frozen_bn_statistics, patches_touching, random_patch_mask, region_patch_mask
+from methods.common import frozen_bn_statistics, patches_touching, random_patch_mask, region_patch_mask
 from methods.unimatch import UniMatch, UniMatchParams
 
 MIM_TERMS = ("loss_mim", "loss_agg", "loss_sem")
@@ -201,7 +202,7 @@ class S4MIM(UniMatch):
             maps.append(torch.where(mask != self.ctx.ignore_index, mask, NO_CLASS))
             valid.append(mask != self.ctx.ignore_index)
         if self.params.mim_images in ("unlabeled", "both"):
-            not_padding = pseudo_w.ignore != PADDING
+            not_padding = pseudo_w.ignore != IGNORE_INDEX
             confident = (pseudo_w.conf >= self.ctx.loss.conf_thresh) & not_padding
             images.append(batch.unlabeled["weak"])
             maps.append(torch.where(confident, pseudo_w.label, NO_CLASS))

@@ -16,11 +16,12 @@ import sys
 from pathlib import Path
 
 from benchmark.cli import run_main
+from datasets import IGNORE_INDEX
 
 REPORT_NAME = "pseudo_labels.json"
 
 
-def confident_statistics(probabilities, target, threshold: float, num_classes: int, ignore_index: int = 255) -> dict:
+def confident_statistics(probabilities, target, threshold: float, num_classes: int, ignore_index: int = IGNORE_INDEX) -> dict:
     """Counts over the valid pixels of one batch: per class, confident pixels predicted as it, how many of
     those are right, and its ground-truth pixels. `probabilities` [N,C,H,W], `target` [N,H,W] long."""
     import torch

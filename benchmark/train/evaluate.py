@@ -21,6 +21,8 @@ import torch.distributed as dist
 from torch import nn
 from tqdm import tqdm
 
+from datasets import IGNORE_INDEX
+
 EVAL_MODES = ("whole", "center_crop", "sliding")
 ABSENT_POLICIES = ("zero", "nan")
 SLIDING_BORDERS = ("truncate", "clamp")
@@ -34,7 +36,7 @@ def _check_choice(name: str, value, choices) -> None:
 class ConfusionMatrix:
     """Pixel confusion matrix accumulated with `torch.bincount`; mergeable across workers and ranks."""
 
-    def __init__(self, num_classes: int, ignore_index: int = 255, device=None):
+    def __init__(self, num_classes: int, ignore_index: int = IGNORE_INDEX, device=None):
         self.num_classes = int(num_classes)
         self.ignore_index = ignore_index
         self.matrix = torch.zeros(self.num_classes, self.num_classes, dtype=torch.int64, device=device)
@@ -138,7 +140,7 @@ def _image_and_mask(batch):
 
 
 def evaluate(model: nn.Module, loader, mode: str, crop_size: int, num_classes: int, class_names, device=None,
-             absent: str = "zero", distributed: bool = False, progress: bool = True, ignore_index: int = 255,
+             absent: str = "zero", distributed: bool = False, progress: bool = True, ignore_index: int = IGNORE_INDEX,
              border: str = "truncate") -> dict:
     """mIoU of `model` over `loader` (batches of {"image", "mask", ...} dicts or (image, mask, ...) tuples).
 

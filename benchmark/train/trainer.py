@@ -30,6 +30,7 @@ from benchmark.train.schedule import (evaluation_interval, loss_shards_per_proce
                                 per_process_batch, poly_lr, run_facts)
 from benchmark.train.split_lists import check_split_lists
 from benchmark.train.tensorboard_log import TensorBoardLog
+from datasets import IGNORE_INDEX
 from methods import registry
 from methods.base import Batch, Method, MethodContext, StepInfo
 
@@ -67,7 +68,7 @@ def build_method(cfg: Config, num_classes: int, world_size: int = 1) -> Method:
         raise ConfigError(f"method.components must be a mapping of component: true/false, got {components!r}")
     loss = dataclasses.replace(cfg.loss, ohem_min_kept=ohem_min_kept_per_process(cfg, world_size),
                                ohem_min_kept_world_size=0)   # already per process
-    context = MethodContext(num_classes, 255, loss, loss_shards=loss_shards_per_process(cfg.train, world_size))
+    context = MethodContext(num_classes, IGNORE_INDEX, loss, loss_shards=loss_shards_per_process(cfg.train, world_size))
     return method_cls(method_cls.make_params(values), components, context)
 
 
