@@ -19,17 +19,14 @@ import re
 from dataclasses import dataclass
 from typing import Any, Iterable
 
+from benchmark.train.run_setup import run_name
+
 # Keys a sweep may not vary: they define which cell a run is, not its recipe.
 _CELL_KEYS = ("method.name", "train.seed", "data.dataset", "data.split", "profile")
 _CELL_SECTIONS = ("output.", "grid.")
 # The grid section does not depend on the method; resolving it needs some method name (checked per cell later).
 GRID_PLACEHOLDER_METHOD = "(grid)"
 _SAFE_VARIANT = re.compile(r"^[A-Za-z0-9_.=,+\-\[\]:]+$")
-
-
-def run_name(method: str, variant: str | None = "") -> str:
-    """The name of a run's folder (the one place it is built): `method`, or `method__variant` for a variant."""
-    return f"{method}__{variant}" if variant else method
 
 
 @dataclass(frozen=True)

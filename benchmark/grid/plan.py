@@ -4,7 +4,7 @@ instead of resolving the cell again.
 
 The trainer subprocess of a cell resolves the same config from the same request: `cell_request` is the one
 place that turns a cell and the run options into it, rendered as `benchmark.train.command` arguments by
-`cells.train_argv` and resolved here by `benchmark.train.command.run_config`.
+`cells.train_argv` and resolved here by `benchmark.train.run_setup.run_config`.
 """
 from __future__ import annotations
 
@@ -36,8 +36,7 @@ class CellPlan:
 
 
 def plan_cell(cell: Cell, opts) -> CellPlan:
-    from benchmark.train.command import run_config
-    from benchmark.train.trainer import build_method, run_dir_for
+    from benchmark.train.run_setup import build_method, run_config, run_dir_for
     from datasets.catalog import get_spec
     cfg = run_config(**cell_request(cell, opts))
     method = build_method(cfg, get_spec(cfg.data.dataset).num_classes)

@@ -18,7 +18,7 @@ import yaml
 from benchmark.numerics import sessions_label
 from benchmark.report.common import ReportError, is_finite, published_backbone, registered_method
 # An ablation variant that trains exactly another cell's run holds this pointer instead of its own run.
-from benchmark.grid.cells import run_name
+from benchmark.train.run_setup import run_name
 from benchmark.grid.same_run import POINTER as SAME_RUN_POINTER
 
 # Statuses whose numbers are reported. A diverged run keeps its row so the table can say "NaN (diverged)".

@@ -18,7 +18,6 @@ import json
 import sys
 
 
-
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m benchmark.train", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -76,7 +75,7 @@ def world_schedule(cfg, world_size: int) -> list[str]:
     from benchmark.train.data_plan import resolve_path
     from benchmark.train.schedule import (epoch_steps, evaluation_interval, evaluation_steps, loss_shards_per_process,
                                     per_process_batch)
-    from benchmark.train.trainer import build_method
+    from benchmark.train.run_setup import build_method
     from datasets.catalog import get_spec
     from datasets.errors import DataError
     from datasets.splits import read_split_file, split_paths
@@ -112,20 +111,8 @@ def world_schedule(cfg, world_size: int) -> list[str]:
     return lines
 
 
-def run_config(*, profile: str, method=None, dataset=None, split=None, seed=None, config_file=None,
-               data_root=None, results_dir=None, device=None, overrides=(), plugins=(), sources=None):
-    """The run's config from the train CLI's flags (the runner's cells resolve theirs here too); `sources`,
-    when given, gets where each value came from."""
-    from benchmark.train.config import resolve
-    overrides = list(overrides)
-    for flag, key in ((data_root, "data.root"), (results_dir, "output.results_dir"), (device, "train.device")):
-        if flag is not None:
-            overrides.insert(0, f"{key}={flag}")
-    return resolve(profile=profile, dataset=dataset, method=method, split=split, seed=seed,
-                   config_file=config_file, overrides=overrides, plugins=plugins, sources=sources)
-
-
 def config_from_args(args: argparse.Namespace, sources: dict[str, str] | None = None):
+    from benchmark.train.run_setup import run_config   # torch only after the arguments parsed (--help)
     return run_config(profile=args.profile, method=args.method, dataset=args.dataset, split=args.split,
                       seed=args.seed, config_file=args.config, data_root=args.data_root,
                       results_dir=args.results_dir, device=args.device, overrides=args.overrides,

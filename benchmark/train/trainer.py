@@ -3,12 +3,10 @@ evaluation, checkpoints, resume and result files — happens here, identically f
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import math
 import random
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -25,14 +23,12 @@ from benchmark.io import append_jsonl, atomic_write, atomic_write_json, read_jso
 from benchmark.train.model import build_model
 from benchmark.train.sample_images import QUALITATIVE_FILE, QualitativeSaver
 from benchmark.numerics import apply as apply_numerics, label as numerics_label
+from benchmark.train.run_setup import build_method, run_dir_for
 from benchmark.train.run_state import final_evaluation, numerics_record, read_train_log, threads_record
-from benchmark.train.schedule import (evaluation_interval, loss_shards_per_process, ohem_min_kept_per_process,
-                                per_process_batch, poly_lr, run_facts)
+from benchmark.train.schedule import evaluation_interval, per_process_batch, poly_lr, run_facts
 from benchmark.train.split_lists import check_split_lists
 from benchmark.train.tensorboard_log import TensorBoardLog
-from datasets import IGNORE_INDEX
-from methods import registry
-from methods.base import Batch, Method, MethodContext, StepInfo
+from methods.base import Batch, StepInfo
 
 CHECKPOINT = "checkpoint.pt"
 
@@ -50,26 +46,6 @@ def _numpy_state_from_tensors(state: dict[str, Any]) -> tuple:
 
 class NonFiniteLossError(RuntimeError):
     """A loss term became NaN or infinite."""
-
-
-def run_dir_for(cfg: Config) -> Path:
-    from benchmark.train.data_plan import resolve_path
-    from benchmark.grid.cells import run_name
-    return (resolve_path(cfg.output.results_dir) / "runs" / cfg.data.dataset / cfg.data.split /
-            run_name(cfg.method["name"], cfg.output.variant) / f"seed{cfg.train.seed}")
-
-
-def build_method(cfg: Config, num_classes: int, world_size: int = 1) -> Method:
-    method_cls = registry.get(cfg.method["name"])
-    values = dict(cfg.per_method.get(method_cls.name, {}))
-    values.update({k: v for k, v in cfg.method.items() if k != "name"})
-    components = values.pop("components", None) or {}
-    if not isinstance(components, dict):
-        raise ConfigError(f"method.components must be a mapping of component: true/false, got {components!r}")
-    loss = dataclasses.replace(cfg.loss, ohem_min_kept=ohem_min_kept_per_process(cfg, world_size),
-                               ohem_min_kept_world_size=0)   # already per process
-    context = MethodContext(num_classes, IGNORE_INDEX, loss, loss_shards=loss_shards_per_process(cfg.train, world_size))
-    return method_cls(method_cls.make_params(values), components, context)
 
 
 def seed_everything(seed: int) -> None:

@@ -11,7 +11,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 from benchmark.train.config import resolve
 from benchmark.train.data_plan import Streams, plan_data
 from benchmark.train.schedule import epoch_steps
-from benchmark.train.trainer import build_method
+from benchmark.train.run_setup import build_method
 from datasets.official_order import OfficialOrder
 
 MANIFEST = Path("/work/shared/splits/unimatch/MANIFEST.txt")

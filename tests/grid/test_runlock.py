@@ -68,7 +68,7 @@ def test_train_refuses_a_run_that_another_process_is_training(tmp_path, capsys):
     args = ["--profile", "smoke", "--method", "supervised", "--split", "1_32", "--no-progress", f"data.root={data}",
             f"output.results_dir={tmp_path}/results", "train.iters=2"]
     from benchmark.train.command import config_from_args, parse_args
-    from benchmark.train.trainer import run_dir_for
+    from benchmark.train.run_setup import run_dir_for
     run_dir = run_dir_for(config_from_args(parse_args(args)))
     holder = hold_in_another_process(run_dir)
     try:

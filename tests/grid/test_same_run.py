@@ -16,7 +16,8 @@ from fixtures.fake_cells import use_fake_train
 from benchmark.report.results_store import load_results
 from benchmark.grid.plan import Plans, plan_cell
 from benchmark.grid.same_run import POINTER, same_run_of
-from benchmark.train.trainer import CHECKPOINT, Trainer, build_method
+from benchmark.train.run_setup import build_method
+from benchmark.train.trainer import CHECKPOINT, Trainer
 from methods.base import SameRun
 from methods.fixmatch import FixMatchParams
 from methods.unimatch import UniMatchParams

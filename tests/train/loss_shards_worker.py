@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from benchmark.train.config import resolve  # noqa: E402
-from benchmark.train.trainer import build_method  # noqa: E402
+from benchmark.train.run_setup import build_method  # noqa: E402
 from methods.base import Batch, StepInfo  # noqa: E402
 from tests.conftest import PixelModel  # noqa: E402
 

@@ -3,7 +3,7 @@ import pytest
 import yaml
 
 from benchmark.train.config import ConfigError, resolve
-from benchmark.train.trainer import build_method
+from benchmark.train.run_setup import build_method
 from methods.base import MethodError
 from methods.settings import LossSettings
 

@@ -15,7 +15,8 @@ from benchmark.train.data_plan import Streams, plan_data
 from benchmark.train.model import build_model
 from benchmark.train.schedule import (evaluation_interval, evaluation_steps, ohem_min_kept_per_process,
                                 per_process_batch, steps_per_epoch)
-from benchmark.train.trainer import CHECKPOINT, Trainer, build_method, seed_everything
+from benchmark.train.run_setup import build_method
+from benchmark.train.trainer import CHECKPOINT, Trainer, seed_everything
 
 
 def make_cfg(data_root, results, method="supervised", split="1_8", extra=()):
