@@ -113,11 +113,12 @@ def test_broken_entry_point_names_it(tmp_path, monkeypatch):
 
 def test_run_all_and_ablate_pass_plugins_to_every_cell(tmp_path, monkeypatch):
     from benchmark import ablate
-    from benchmark.grid import runner
+    from benchmark.grid import runner, variants
+    from benchmark.grid.arguments import build_parser
     from benchmark.grid.local import train_argv
     from benchmark.grid.cells import Cell
     monkeypatch.chdir(REPO)
-    args = runner.build_parser().parse_args(["--profile", "smoke", "--plugin", "examples/ema_fixmatch.py",
+    args = build_parser().parse_args(["--profile", "smoke", "--plugin", "examples/ema_fixmatch.py",
                                              "--methods", "ema_fixmatch", "--results-dir", str(tmp_path)])
     runner.load_plugins(args.plugin)
     opts = runner.run_options(args, jobs=1)
@@ -126,7 +127,7 @@ def test_run_all_and_ablate_pass_plugins_to_every_cell(tmp_path, monkeypatch):
     # The plugin's component is a switch like any other: the ablation finds it.
     args = ablate.build_parser().parse_args(["--profile", "smoke", "--plugin", str(EXAMPLE),
                                              "--component", "ema_teacher", "--results-dir", str(tmp_path)])
-    _, cells = ablate.ablation_plan_cells(args)
+    _, cells = variants.requested_cells(args, runner.run_options(args, jobs=1))
     assert {c.variant for c in cells} == {"", "no_ema_teacher"}
 
 

@@ -1,10 +1,10 @@
-"""How one cell runs on this machine: its `python -m benchmark.train` command, whether it is finished, the
-subprocess that runs it (own process group, log appended to), and a pool that runs a list of cells side by side
-with a progress bar. The runner (`benchmark/grid/runner.py`) and the Slurm launcher (`benchmark/grid/slurm.py`) both run
-cells through `run_cell`.
+"""How one cell trains: its `python -m benchmark.train` command, the subprocess that runs it (own process
+group, log appended to), and a pool that runs a list of cells side by side with a progress bar. The runner
+(`runner.py`) and every Slurm array task (`slurm.py`) train cells through `run_cell`.
 """
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import signal
@@ -16,39 +16,18 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
-from benchmark.grid.plan import CellPlan, cell_request
+from tqdm import tqdm
+
 from benchmark.grid.cells import Cell
+from benchmark.grid.plan import CellState, RunOptions, cell_request, summary_best
 from benchmark.train.runlock import EXIT_RUNNING_ELSEWHERE, LOCK_NAME, looks_held
 from datasets import REPO_ROOT
-
-TRAIN_COMMAND: tuple[str, ...] = (sys.executable, "-m", "benchmark.train")   # what a cell runs (tests swap it)
 TAIL_LINES = 25
 
 
 # --- options and cell commands -------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class RunOptions:
-    """How every cell runs; picklable, so Slurm array tasks get the very same options."""
-    profile: str
-    results_dir: str                        # absolute
-    data_root: str | None = None            # absolute
-    device: str | None = None
-    overrides: tuple[str, ...] = ()         # the user's key=value pairs, for every cell
-    train_command: tuple[str, ...] = TRAIN_COMMAND
-    # Torch threads per cell (a train.threads override) when cells share the CPU and the profile does not pin
-    # train.threads; None = the profile's, else torch's default.
-    cell_threads: int | None = None
-    omp_threads: int | None = None          # OMP_NUM_THREADS for children (set when cells share the CPU)
-    wait_elsewhere: bool = False            # a cell another process is training is waited for (train --wait)
-    plugins: tuple[str, ...] = ()           # --plugin modules, passed on to every cell (files: absolute paths)
-
-    @property
-    def logs_dir(self) -> Path:
-        return Path(self.results_dir) / "logs"
-
 
 @dataclass
 class CellResult:
@@ -79,23 +58,6 @@ def train_argv(cell: Cell, opts: RunOptions) -> list[str]:
 
 def cell_command(cell: Cell, opts: RunOptions) -> list[str]:
     return [*opts.train_command, *train_argv(cell, opts)]
-
-
-@dataclass
-class CellState:
-    run_dir: Path
-    config_hash: str
-    total_iters: int
-    finished: bool
-    summary: dict[str, Any] | None = None
-
-
-def cell_state(plan: CellPlan) -> CellState:
-    """Where the cell's run folder is and whether it is finished (complete summary.json, same config hash)."""
-    from benchmark.train.summary import read_summary
-    summary = read_summary(plan.run_dir / "summary.json")
-    finished = bool(summary and summary.get("status") == "complete" and summary.get("config_hash") == plan.config_hash)
-    return CellState(plan.run_dir, plan.config_hash, plan.config.train.iters, finished, summary)
 
 
 def child_env(opts: RunOptions) -> dict[str, str]:
@@ -218,8 +180,7 @@ def fill_best(result: CellResult, states: dict[tuple, CellState]) -> CellResult:
     """Best mIoU of a finished cell, from its summary.json (for the closing table only)."""
     state = states.get(result.cell.key)
     if result.status == "done" and state is not None:
-        from benchmark.train.summary import read_summary
-        result.best_miou = summary_best(read_summary(state.run_dir / "summary.json"))
+        result.best_miou = summary_best(state.reread().summary)
     return result
 
 
@@ -232,7 +193,6 @@ def _progress_of(state: CellState | None) -> str:
         with open(path, "rb") as fh:
             fh.seek(max(path.stat().st_size - 4096, 0))
             lines = fh.read().decode("utf-8", "replace").strip().splitlines()
-        import json
         step = json.loads(lines[-1])["iter"]
         return f"@{step}/{state.total_iters}"
     except (OSError, IndexError, KeyError, ValueError):
@@ -247,83 +207,90 @@ def run_local(cells: list[Cell], opts: RunOptions, jobs: int, states: dict[tuple
     """Run `cells` with up to `jobs` side by side under one progress bar. Ctrl-C (or SIGTERM) interrupts the
     running cells (they keep their last checkpoint) and raises KeyboardInterrupt after collecting results,
     available as the exception's `results` attribute."""
-    from tqdm import tqdm
+    pool = LocalPool(opts, jobs, states or {}, cell_fn, done_before, total if total is not None else len(cells))
+    return pool.run(cells)
 
-    states = states or {}
-    procs = ProcessSet()
-    total = total if total is not None else len(cells)
-    results: list[CellResult] = []
-    bar = tqdm(total=total, initial=done_before, desc="cells", unit="cell", dynamic_ncols=True,
-               disable=None, leave=True)
-    pool = ThreadPoolExecutor(max_workers=max(jobs, 1), thread_name_prefix="cell")
-    futures: dict[Future, Cell] = {}
-    noted: set[Future] = set()
 
-    def attempt(cell: Cell, opts: RunOptions, procs: ProcessSet) -> CellResult:
+class LocalPool:
+    """Cells side by side in threads, each a child process; one progress bar and one line per finished cell."""
+
+    def __init__(self, opts: RunOptions, jobs: int, states: dict[tuple, CellState], cell_fn: Callable[..., CellResult],
+                 done_before: int, total: int):
+        self.opts, self.jobs, self.states, self.cell_fn = opts, jobs, states, cell_fn
+        self.done_before, self.total = done_before, total
+        self.procs = ProcessSet()
+        self.results: list[CellResult] = []
+        self.futures: dict[Future, Cell] = {}
+        self.noted: set[Future] = set()
+        self.bar = None
+
+    def run(self, cells: list[Cell]) -> list[CellResult]:
+        self.bar = tqdm(total=self.total, initial=self.done_before, desc="cells", unit="cell", dynamic_ncols=True,
+                        disable=None, leave=True)
+        pool = ThreadPoolExecutor(max_workers=max(self.jobs, 1), thread_name_prefix="cell")
+        try:
+            for cell in cells:
+                self.futures[pool.submit(self.attempt, cell)] = cell
+            pending = set(self.futures)
+            while pending:
+                finished, pending = wait(pending, timeout=1.0, return_when=FIRST_COMPLETED)
+                for fut in finished:
+                    self.note(fut)
+                self.show_running(pending)
+        except KeyboardInterrupt as exc:
+            self.interrupt(pool)
+            exc.results = self.results   # type: ignore[attr-defined]
+            raise
+        pool.shutdown(wait=True)
+        self.bar.close()
+        return self.results
+
+    def attempt(self, cell: Cell) -> CellResult:
         # Another runner may have finished or started this cell since the grid was listed: no process for it.
-        state = states.get(cell.key)
+        state = self.states.get(cell.key)
         if state is not None:
-            from benchmark.train.summary import read_summary
-            summary = read_summary(state.run_dir / "summary.json") or {}
-            if summary.get("status") == "complete" and summary.get("config_hash") == state.config_hash:
-                return CellResult(cell, "skipped", best_miou=summary_best(summary), note="finished elsewhere")
-            if not opts.wait_elsewhere and looks_held(state.run_dir):
+            now = state.reread()
+            if now.finished:
+                return CellResult(cell, "skipped", best_miou=summary_best(now.summary), note="finished elsewhere")
+            if not self.opts.wait_elsewhere and looks_held(state.run_dir):
                 return CellResult(cell, "running elsewhere", note=f"lock: {state.run_dir / LOCK_NAME}")
-        return cell_fn(cell, opts, procs)
+        return self.cell_fn(cell, self.opts, self.procs)
 
-    def outcome(fut: Future) -> CellResult:
+    def outcome(self, fut: Future) -> CellResult:
         try:
             return fut.result()
         except Exception as exc:   # the cell function itself broke (e.g. cannot start a process)
-            return CellResult(futures[fut], "failed", tail=f"{type(exc).__name__}: {exc}")
+            return CellResult(self.futures[fut], "failed", tail=f"{type(exc).__name__}: {exc}")
 
-    def note(fut: Future) -> None:
-        noted.add(fut)
-        result = fill_best(outcome(fut), states)
-        results.append(result)
-        bar.update(1)
-        n = done_before + len(results)
+    def note(self, fut: Future) -> None:
+        self.noted.add(fut)
+        result = fill_best(self.outcome(fut), self.states)
+        self.results.append(result)
+        self.bar.update(1)
+        n = self.done_before + len(self.results)
         extra = f"  best {result.best_miou:.2f} mIoU" if result.best_miou is not None else ""
         where = f"  log: {result.log}" if result.status != "done" and result.log else ""
-        bar.write(f"[{n}/{total}] {result.status:<11} {result.cell.label}  {fmt_time(result.seconds)}"
-                  f"{extra}{where}", file=sys.stderr)
+        self.bar.write(f"[{n}/{self.total}] {result.status:<11} {result.cell.label}  {fmt_time(result.seconds)}"
+                       f"{extra}{where}", file=sys.stderr)
 
-    try:
-        for cell in cells:
-            futures[pool.submit(attempt, cell, opts, procs)] = cell
-        pending = set(futures)
-        while pending:
-            finished, pending = wait(pending, timeout=1.0, return_when=FIRST_COMPLETED)
-            for fut in finished:
-                note(fut)
-            running = [f for f in pending if f.running()]
-            labels = [f"{futures[f].label}{_progress_of(states.get(futures[f].key))}" for f in running]
-            bar.set_postfix_str(" | ".join(labels), refresh=True)
-    except KeyboardInterrupt as exc:
-        bar.write("interrupting the running cells (a second Ctrl-C kills them) ...", file=sys.stderr)
-        procs.stop()
+    def show_running(self, pending: set[Future]) -> None:
+        running = [f for f in pending if f.running()]
+        labels = [f"{self.futures[f].label}{_progress_of(self.states.get(self.futures[f].key))}" for f in running]
+        self.bar.set_postfix_str(" | ".join(labels), refresh=True)
+
+    def interrupt(self, pool: ThreadPoolExecutor) -> None:
+        self.bar.write("interrupting the running cells (a second Ctrl-C kills them) ...", file=sys.stderr)
+        self.procs.stop()
         pool.shutdown(wait=True, cancel_futures=True)
-        for fut, cell in futures.items():
+        for fut, cell in self.futures.items():
             if fut.cancelled():
-                results.append(CellResult(cell, "not started"))
-            elif fut not in noted:
-                results.append(outcome(fut))
-        bar.close()
-        exc.results = results   # type: ignore[attr-defined]
-        raise
-    pool.shutdown(wait=True)
-    bar.close()
-    return results
+                self.results.append(CellResult(cell, "not started"))
+            elif fut not in self.noted:
+                self.results.append(self.outcome(fut))
+        self.bar.close()
 
 
 def fmt_time(seconds: float) -> str:
     seconds = int(round(seconds))
     return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else \
         f"{seconds // 60}m{seconds % 60:02d}s"
-
-
-def summary_best(summary: dict | None) -> float | None:
-    try:
-        return float(summary["best"]["miou"])   # type: ignore[index]
-    except (TypeError, KeyError, ValueError):
-        return None

@@ -13,8 +13,10 @@ import os
 from pathlib import Path
 from typing import Any
 
-from benchmark.grid.plan import CellPlan, Plans
 from benchmark.grid.cells import Cell
+from benchmark.grid.plan import CellPlan, Plans
+from benchmark.io import atomic_write_json
+from benchmark.train.summary import method_identity
 
 POINTER = "same_run.json"
 # Sections that name the run rather than define what it computes.
@@ -46,8 +48,6 @@ def same_run_of(plan: CellPlan, plans: Plans) -> CellPlan | None:
 def write_pointer(plan: CellPlan, other: CellPlan) -> Path:
     """Record in `plan`'s run folder that its run is `other`'s, with the variant's own identity (the fields
     the report reads from a summary). Atomic; replaces an earlier pointer."""
-    from benchmark.io import atomic_write_json
-    from benchmark.train.summary import method_identity
     cfg, method = plan.config, plan.method
     pointer = plan.run_dir / POINTER
     atomic_write_json(pointer, {

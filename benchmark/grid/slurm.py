@@ -18,9 +18,13 @@ from pathlib import Path
 from typing import Any, Callable
 
 import submitit
+from tqdm import tqdm
 
 from benchmark.grid.cells import Cell
-from benchmark.grid.local import REPO_ROOT, CellResult, CellState, RunOptions, log_tail, run_cell
+from benchmark.grid.local import CellResult, fill_best, log_tail, run_cell
+from benchmark.grid.plan import CellState, RunOptions
+from benchmark.train.config import ConfigError
+from datasets import REPO_ROOT
 
 
 @dataclass(frozen=True)
@@ -67,7 +71,6 @@ def task_options(opts: RunOptions, sopts: SlurmOptions) -> RunOptions:
 
 
 def make_executor(sopts: SlurmOptions, folder: Path) -> submitit.Executor:
-    from benchmark.train.config import ConfigError
     if sopts.executor == "slurm" and shutil.which("sbatch") is None:
         raise ConfigError("--launcher slurm needs Slurm's sbatch on PATH (run from a login node), or "
                           "--slurm-executor local to try the submission on this machine")
@@ -120,9 +123,6 @@ def wait_for(jobs: list[submitit.Job], cells: list[Cell], opts: RunOptions, sopt
              total: int | None = None) -> list[CellResult]:
     """Wait for the jobs under a progress bar; Ctrl-C cancels them (rerunning resumes) and re-raises with the
     results so far attached as `results`."""
-    from tqdm import tqdm
-
-    from benchmark.grid.local import fill_best
     total = total if total is not None else len(cells)
     pending = dict(zip(jobs, cells))
     results: list[CellResult] = []

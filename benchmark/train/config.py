@@ -113,7 +113,7 @@ def _builtin_methods() -> tuple:
 @dataclass
 class GridConfig:
     """What run_all.sh runs for a profile; training itself ignores it."""
-    methods: tuple = field(default_factory=_builtin_methods)   # the suite's own methods, registry order
+    methods: tuple = ("all",)  # all = every registered method in registry order (grid/cells.py); a list = a subset
     splits: tuple = ()        # () = the dataset's first two splits
     seeds: int = 2
     ablations: tuple = ()     # component names to ablate

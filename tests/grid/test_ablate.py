@@ -6,10 +6,11 @@ import sys
 
 import pytest
 
-from benchmark.grid.plan import plan_cell
+from benchmark.grid.plan import RunOptions, cell_state, plan_cell
 from benchmark import ablate
 from benchmark.grid import local as cells
 from benchmark.grid import cells as grid
+from benchmark.grid import variants
 from benchmark.grid import runner
 from benchmark.cli import run_main
 from benchmark.train.config import ConfigError
@@ -66,11 +67,11 @@ def test_registered_methods_paper_components():
 
 
 def test_variants_leave_one_out_and_all_off_for_several_paper_components():
-    variants = grid.component_variants(Extension, "y")
-    assert [v.name for v in variants] == ["no_x", "no_y", "with_z", "all_off"]
-    assert variants[1].overrides() == ("method.components.y=false",)
-    assert variants[2].overrides() == ("method.components.z=true",)     # off by default: switched on
-    assert variants[3].overrides() == ("method.components.x=false", "method.components.y=false")
+    found = variants.component_variants(Extension, "y")
+    assert [v.name for v in found] == ["no_x", "no_y", "with_z", "all_off"]
+    assert found[1].overrides() == ("method.components.y=false",)
+    assert found[2].overrides() == ("method.components.z=true",)     # off by default: switched on
+    assert found[3].overrides() == ("method.components.x=false", "method.components.y=false")
 
 
 class Gated(Base):
@@ -87,23 +88,23 @@ def test_effective_components_follow_requirements():
 
 
 def test_variants_that_train_the_same_switches_are_run_once():
-    names = [v.name for v in grid.component_variants(Gated, "detail")]
+    names = [v.name for v in variants.component_variants(Gated, "detail")]
     assert names == ["no_branch", "no_detail", "no_other", "all_off"]   # all_off differs: `other` is off too
     Gated.component_requires = {"detail": "branch", "other": "branch"}
     try:   # now all_off switches off exactly what no_branch switches off in effect
-        assert [v.name for v in grid.component_variants(Gated, "detail")] == ["no_branch", "no_detail", "no_other"]
+        assert [v.name for v in variants.component_variants(Gated, "detail")] == ["no_branch", "no_detail", "no_other"]
     finally:
         Gated.component_requires = {"detail": "branch"}
 
 
 def test_s4mim_ablation_has_no_duplicate_of_no_mim():
-    names = [v.name for v in grid.component_variants(get("s4mim"), "feature_agg")]
+    names = [v.name for v in variants.component_variants(get("s4mim"), "feature_agg")]
     assert names == ["no_mim", "no_classwise_mim", "no_feature_agg", "no_semantic_mim"]
 
 
 def test_variants_with_and_without_for_a_single_or_inherited_component():
-    assert [v.name for v in grid.component_variants(Single, "x")] == ["no_x"]
-    assert [v.name for v in grid.component_variants(Extension, "a")] == ["no_a"]   # inherited: just toggled
+    assert [v.name for v in variants.component_variants(Single, "x")] == ["no_x"]
+    assert [v.name for v in variants.component_variants(Extension, "a")] == ["no_a"]   # inherited: just toggled
 
 
 # --- owners and ablation cells (registered methods) ----------------------------------------------------------
@@ -111,21 +112,21 @@ def test_variants_with_and_without_for_a_single_or_inherited_component():
 def test_owner_is_the_method_that_introduces_the_component():
     for cls in all_methods().values():
         for component in cls.paper_components():
-            assert cls in grid.component_owners(component)
+            assert cls in variants.component_owners(component)
     unimatch = get("unimatch")
     inherited_by = [cls for cls in all_methods().values()
                     if "dual_strong" in cls.components and cls is not unimatch]
-    assert grid.component_owners("dual_strong") == [unimatch]
+    assert variants.component_owners("dual_strong") == [unimatch]
     for cls in inherited_by:                      # asking for the method explicitly ablates it there
-        assert grid.component_owners("dual_strong", cls.name) == [cls]
+        assert variants.component_owners("dual_strong", cls.name) == [cls]
 
 
 def test_unknown_component_lists_the_known_ones(capsys):
     with pytest.raises(MethodError) as exc:
-        grid.component_owners("nope")
+        variants.component_owners("nope")
     message = str(exc.value)
     assert message.startswith("unknown component 'nope'; known components: ")
-    for name in grid.known_components():
+    for name in variants.known_components():
         assert name in message
     code, _, err = run(["--component", "nope", "--profile", "smoke"], capsys)
     assert code == 2 and err.startswith("error: unknown component 'nope'; known components:")
@@ -142,12 +143,12 @@ def test_ablation_seeds_follow_grid_ablation_seeds_capped_at_the_seeds():
     assert grid.load_plan("smoke", ["grid.ablation_seeds=0"], seeds=3).ablation_seeds == 3   # 0 = the grid's seeds
     assert grid.load_plan("smoke", ["grid.ablation_seeds=4"], seeds=2).ablation_seeds == 2   # never more
     assert grid.load_plan("smoke", seeds=3, ablation_seeds=3).ablation_seeds == 3   # benchmark.ablate --seeds
-    assert {c.seed for c in grid.ablation_cells(grid.load_plan("smoke", seeds=2), "dual_strong")} == {0}
+    assert {c.seed for c in variants.ablation_cells(grid.load_plan("smoke", seeds=2), "dual_strong")} == {0}
 
 
 def test_ablation_cells_are_the_plain_cell_plus_variants():
     plan = grid.load_plan("smoke", seeds=2, ablation_seeds=2)
-    cells = grid.ablation_cells(plan, "dual_strong")
+    cells = variants.ablation_cells(plan, "dual_strong")
     assert {c.split for c in cells} == {"1_128"}                     # the grid's lowest split
     assert {c.seed for c in cells} == {0, 1}
     seed0 = [c for c in cells if c.seed == 0]
@@ -162,15 +163,15 @@ def test_ablation_cells_are_the_plain_cell_plus_variants():
 
 def test_methods_filter_drops_owners_outside_the_selection():
     plan = grid.load_plan("smoke")
-    assert grid.ablation_cells(plan, "dual_strong", methods_filter=["fixmatch"]) == []
+    assert variants.ablation_cells(plan, "dual_strong", methods_filter=["fixmatch"]) == []
 
 
 # --- sweeps --------------------------------------------------------------------------------------------------
 
 def test_sweep_parsing():
-    assert grid.parse_sweep("method.mask_ratio=0.3,0.5,0.7") == grid.Sweep("method.mask_ratio", ("0.3", "0.5", "0.7"))
-    assert grid.parse_sweep("model.dilations=[6,12,18], [12,24,36]").values == ("[6,12,18]", "[12,24,36]")
-    assert grid.parse_sweep("train.lr=0.01").values == ("0.01",)
+    assert variants.parse_sweep("method.mask_ratio=0.3,0.5,0.7") == variants.Sweep("method.mask_ratio", ("0.3", "0.5", "0.7"))
+    assert variants.parse_sweep("model.dilations=[6,12,18], [12,24,36]").values == ("[6,12,18]", "[12,24,36]")
+    assert variants.parse_sweep("train.lr=0.01").values == ("0.01",)
 
 
 @pytest.mark.parametrize("text, message", [
@@ -188,13 +189,13 @@ def test_sweep_parsing():
 ])
 def test_bad_sweep_syntax(text, message):
     with pytest.raises(ConfigError, match=message):
-        grid.parse_sweep(text)
+        variants.parse_sweep(text)
 
 
 def test_sweep_cells_and_the_default_value_is_the_plain_cell():
     plan = grid.load_plan("smoke", seeds=1)
-    sweep = grid.parse_sweep("method.weight_fp=0.3,0.5,0.7")
-    cells = grid.sweep_cells(plan, "unimatch", sweep, default=0.5, has_default=True)
+    sweep = variants.parse_sweep("method.weight_fp=0.3,0.5,0.7")
+    cells = variants.sweep_cells(plan, "unimatch", sweep, default=0.5, has_default=True)
     assert [c.variant for c in cells] == ["method.weight_fp=0.3", "", "method.weight_fp=0.7"]
     assert cells[0].overrides == ("method.weight_fp=0.3",) and cells[1].overrides == ()
 
@@ -236,9 +237,9 @@ def test_ablate_reuses_a_finished_plain_cell(capsys, tmp_path, monkeypatch):
     monkeypatch.setattr(runner, "TRAIN_COMMAND", (sys.executable, str(script)))
     monkeypatch.setattr(runner, "prepare_data", lambda plans: None)
     monkeypatch.setattr(runner, "render_reports", lambda results, out: (0, "ok"))
-    opts = cells.RunOptions(profile="smoke", results_dir=str(tmp_path))
+    opts = RunOptions(profile="smoke", results_dir=str(tmp_path))
     plain = Cell("unimatch", "animals_tiny", "1_128", 0)
-    state = cells.cell_state(plan_cell(plain, opts))
+    state = cell_state(plan_cell(plain, opts))
     state.run_dir.mkdir(parents=True)
     (state.run_dir / "summary.json").write_text(json.dumps({"status": "complete", "config_hash": state.config_hash,
                                                             "best": {"miou": 40.0}}))

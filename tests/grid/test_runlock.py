@@ -19,6 +19,7 @@ from benchmark.train import runlock
 from benchmark.grid import runner
 from benchmark.cli import run_main
 from benchmark.grid.cells import Cell
+from benchmark.grid.plan import RunOptions
 from fixtures.fake_cells import use_fake_train
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -124,7 +125,7 @@ def test_the_runner_reports_cells_running_elsewhere_then_waits_for_them(busy_res
 
 
 def test_exit_75_is_running_elsewhere_not_a_failure(tmp_path):
-    opts = cells.RunOptions(profile="smoke", results_dir=str(tmp_path),
+    opts = RunOptions(profile="smoke", results_dir=str(tmp_path),
                             train_command=(sys.executable, "-c", "import sys; sys.exit(75)"))
     result = cells.run_cell(Cell("supervised", "animals_tiny", "1_32", 0), opts)
     assert result.status == "running elsewhere"

@@ -19,10 +19,12 @@ import pytest
 from benchmark.grid.plan import plan_cell
 from benchmark.grid import local as cells
 from benchmark.grid import cells as grid
+from benchmark.grid import variants
 from benchmark.grid import runner
 from benchmark.cli import run_main
 from benchmark.grid.cells import Cell
-from benchmark.grid.local import CellResult, RunOptions
+from benchmark.grid.local import CellResult
+from benchmark.grid.plan import RunOptions, cell_state
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -161,7 +163,7 @@ def test_train_argv_carries_flags_overrides_and_variant():
 # --- skip / run / fail -------------------------------------------------------------------------------------
 
 def finish(cell: Cell, opts: RunOptions, status="complete", config_hash=None) -> Path:
-    state = cells.cell_state(plan_cell(cell, opts))
+    state = cell_state(plan_cell(cell, opts))
     state.run_dir.mkdir(parents=True, exist_ok=True)
     (state.run_dir / "summary.json").write_text(json.dumps(
         {"status": status, "config_hash": config_hash or state.config_hash, "best": {"miou": 50.0}}))
@@ -322,7 +324,7 @@ def test_run_all_smoke_end_to_end(tmp_path):
     from benchmark.grid.same_run import POINTER, same_run_of
     results = tmp_path / "results"
     plan = grid.load_plan("smoke")
-    ablations = [c for component in plan.ablations for c in grid.ablation_cells(plan, component)]
+    ablations = [c for component in plan.ablations for c in variants.ablation_cells(plan, component)]
     planned = grid.dedupe(grid.grid_cells(plan) + grid.reference_cells(plan) + ablations)
     plans = Plans(opts_for(results))
     reusing = [c for c in planned if same_run_of(plans(c), plans)]

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from benchmark.grid import runner
-from benchmark.grid.local import RunOptions
+from benchmark.grid.plan import RunOptions
 from benchmark.cli import run_main
 from benchmark.train.config import resolve
 from benchmark.grid.cells import Cell

@@ -111,7 +111,7 @@ def test_a_summary_rebuilt_from_the_final_checkpoint_keeps_the_training_peak(tin
 
 @pytest.mark.parametrize("finished", [True, False])
 def test_an_unwritable_results_folder_is_one_line_before_anything(finished, tmp_path, monkeypatch, capsys):
-    from benchmark.grid.local import CellState
+    from benchmark.grid.plan import CellState
     monkeypatch.setattr(runner, "prepare_data", lambda plans: pytest.fail("the grid started"))
     monkeypatch.setattr(runner, "render_reports", lambda *a: pytest.fail("the report was rendered"))
     monkeypatch.setattr(runner, "cell_state", lambda plan: CellState(
