@@ -6,11 +6,11 @@ import math
 from collections import defaultdict
 from dataclasses import dataclass
 
-from benchmark.report.common import (CUSTOM_DATA_MARK, CUSTOM_DATA_NOTE, DASH, PAPER_DESCRIPTION_NOTE, display_name,
+from benchmark.report.labels import (CUSTOM_DATA_MARK, CUSTOM_DATA_NOTE, DASH, PAPER_DESCRIPTION_NOTE, display_name,
                                      method_sort_key, registered_method, split_sort_key)
 from benchmark.report.document import Numbering, Table
 from benchmark.report.published import PublishedEntry
-from benchmark.report.results_store import ReferenceRecord, RunRecord
+from benchmark.report.records import ReferenceRecord, RunRecord
 from benchmark.report.inference import (Comparison, compare, draws_sentence, fmt_p, fmt_seeds_needed, holm,
                                          test_label, tests_sentence)
 from benchmark.report.stats import DECIMALS, SeedStats, fmt, fmt_cell, fmt_ci, seed_stats, seeds_phrase

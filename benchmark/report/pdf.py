@@ -13,6 +13,7 @@ from pathlib import Path
 from xml.sax.saxutils import escape
 
 import matplotlib
+from PIL import Image as PILImage
 from reportlab.lib import colors
 from reportlab.lib.enums import TA_LEFT
 from reportlab.lib.pagesizes import A4, landscape
@@ -219,7 +220,6 @@ class FigureBlock(Flowable):
 
 
 def figure_flowables(f: Figure, styles) -> tuple[str, list]:
-    from PIL import Image as PILImage   # Pillow is a matplotlib dependency
     with PILImage.open(f.path) as im:
         px_w, px_h = im.size
         dpi = im.info.get("dpi", (150, 150))[0] or 150
