@@ -26,7 +26,6 @@ from reportlab.platypus import (BaseDocTemplate, Flowable, Frame, Image, KeepTog
 from reportlab.platypus import Table as RLTable
 from reportlab.platypus import TableStyle
 
-from benchmark.io import atomic_write_files
 from benchmark.report.document import Document, Figure, Heading, Paragraph as DocParagraph, Table
 
 MARGIN = 1.8 * cm
@@ -255,11 +254,6 @@ def _footer(canvas, doc) -> None:
     canvas.restoreState()
 
 
-def render_pdf(doc: Document, path: Path) -> None:
-    """Written atomically (benchmark/io.py): a full disk names `path` and keeps the previous PDF."""
-    atomic_write_files({Path(path): lambda tmp: write_pdf(doc, tmp)})
-
-
 def _section_orientations(blocks: list, rendered: dict) -> dict[int, str]:
     """Heading index (level <= 2) -> the orientation its section starts in: landscape where any of its blocks
     needs it."""
@@ -325,7 +319,7 @@ class _Story:
         self.fresh_break.clear()
 
 
-def _story(doc: Document, styles) -> list:
+def _flowables(doc: Document, styles) -> list:
     """The document's blocks as flowables, each table and figure in the orientation it needs."""
     story = _Story(Paragraph(inline(doc.title), styles["title"]))
     rendered = {i: (table_flowables(b, styles) if isinstance(b, Table) else figure_flowables(b, styles))
@@ -358,8 +352,8 @@ def _pdf_document(doc: Document, path: Path) -> _Doc:
 
 
 def write_pdf(doc: Document, path: Path) -> None:
-    """The PDF straight into `path` (the atomic writer's temp file)."""
+    """The PDF straight into `path`: the temp file benchmark.io's atomic writer hands over (see __main__.py)."""
     _register_fonts()
     styles = _styles()
-    story = _story(doc, styles)
+    story = _flowables(doc, styles)
     _pdf_document(doc, path).build(story)
