@@ -12,7 +12,7 @@ import re
 from pathlib import Path
 
 from benchmark.io import atomic_write_text
-from benchmark.report.common import slugify
+from benchmark.report.labels import slugify
 from benchmark.report.document import Document, Table
 
 _SPECIALS = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",

@@ -84,7 +84,7 @@ def test_lists_that_differ_from_the_pinned_ones_are_an_error_unless_custom(tiny_
 def test_a_custom_split_run_is_never_beside_a_published_number(tmp_path):
     from benchmark.report.comparison import published_table
     from benchmark.report.published import PublishedEntry
-    from benchmark.report.results_store import EvalPoint, RunRecord
+    from benchmark.report.records import EvalPoint, RunRecord
     from benchmark.report.document import Numbering
     run = RunRecord(path=tmp_path, dataset="pascal", split="92", method="unimatch", variant=None, seed=0,
                     status="complete", best=EvalPoint(10, 0.09, {}), last=EvalPoint(10, 0.09, {}),

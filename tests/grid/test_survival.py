@@ -128,7 +128,7 @@ def test_an_unwritable_results_folder_is_one_line_before_anything(finished, tmp_
 @pytest.mark.parametrize("field", ["split_lists", "data_draw"])
 def test_a_run_on_custom_data_is_marked_in_the_main_table(field, tmp_path):
     from benchmark.report.comparison import main_table, published_table, significance_table
-    from benchmark.report.common import CUSTOM_DATA_MARK, CUSTOM_DATA_NOTE, DASH
+    from benchmark.report.labels import CUSTOM_DATA_MARK, CUSTOM_DATA_NOTE, DASH
     from benchmark.report.published import PublishedEntry
     from benchmark.report.document import Numbering
     from benchmark.report.results_store import load_results

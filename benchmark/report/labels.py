@@ -1,10 +1,13 @@
-"""Small shared helpers: the report's error type, names and orderings (writes: benchmark.io)."""
+"""How the report names, marks and orders what it shows: method display names and their marks († paper
+description, § user-supplied, ¶ custom data) with the notes that explain them, the order of methods and splits,
+slugs for file names, official logs' backbone names."""
 from __future__ import annotations
 
 import math
 import re
 
-from datasets import REPO_ROOT  # noqa: F401 (the report modules take it from here)
+from methods.base import MethodError
+from methods.registry import all_methods, builtin_names
 
 PAPER_DESCRIPTION_MARK = "†"
 PAPER_DESCRIPTION_NOTE = (f"{PAPER_DESCRIPTION_MARK} our implementation from the paper's description "
@@ -22,15 +25,9 @@ CUSTOM_DATA_NOTE = (f"{CUSTOM_DATA_MARK} trained on custom data: split lists oth
 DASH = "—"   # a missing cell
 
 
-class ReportError(ValueError):
-    """A user-facing problem (bad path, unreadable input): printed as one `error:` line, exit status 2."""
-
-
 def registered_method(method: str):
     """The method's class where this process knows it (None: e.g. a plugin not loaded here). Its display name
     and flags stand in for what summaries written before they were recorded lack."""
-    from methods.base import MethodError
-    from methods.registry import all_methods
     try:
         return all_methods().get(method)
     except MethodError:
@@ -48,7 +45,6 @@ def display_name(method: str, from_paper_description: bool = False, user_supplie
 
 def method_sort_key(method: str) -> tuple[int, str]:
     """The suite's methods in registry order (baselines first), anything else after them alphabetically."""
-    from methods.registry import builtin_names
     order, m = builtin_names(), method.lower()
     return (order.index(m), m) if m in order else (len(order), m)
 
@@ -68,7 +64,7 @@ def split_sort_key(split: str) -> tuple[int, float, str]:
 
 
 def same_run_suffix(runs) -> str:
-    """' (= unimatch run)' for rows whose runs reuse another method's run (see benchmark/grid/same_run.py)."""
+    """' (= <method> run)' for rows whose runs reuse another method's run (see benchmark/grid/same_run.py)."""
     reused = sorted({r.same_run_as for r in runs if r.same_run_as})
     return f" (= {', '.join(reused)} run)" if reused else ""
 
