@@ -1,20 +1,23 @@
 """Where the wall time of one training cell goes: `python -m benchmark.diagnostics.steptime --profile-cell`.
 
-    python -m benchmark.diagnostics.steptime --profile-cell [--methods fixmatch,unimatch] [--profile default]
+    python -m benchmark.diagnostics.steptime --profile-cell [--methods NAME,NAME] [--profile default]
                                  [--split 1_128] [--seed 0] [--pstats DIR] [key=value ...]
 
-Each method is one fresh `python -m benchmark.diagnostics.steptime --profile-cell --one METHOD` process that trains a real
+Each method (by default the semi-supervised baselines: `methods.registry.baselines()` but the lower bound) is
+one fresh `python -m benchmark.diagnostics.steptime --profile-cell --one METHOD` process that trains a real
 cell (`Trainer.fit`, checkpoints and qualitative saves included) into a scratch folder. The parent times the
 whole process; the child times named phases with CPU-time wrappers around the pieces of the run (decoding,
 augmentation, model forwards, backward, optimizer, evaluation, checkpoint and qualitative writes). A phase
 entered inside another is charged to the inner one and shown under its parent ("evaluation > decode"), so the
-rows add up to the process's CPU time (the cell's core-seconds; wall time is shown beside it); what no wrapper covers is the parent's "(rest)". `--pstats DIR` also
-writes the child's cProfile statistics (`DIR/<method>.pstats`, for `python -m pstats` or snakeviz). Nothing is
-written to results/.
+rows add up to the process's CPU time (the cell's core-seconds; wall time is shown beside it); what no wrapper
+covers is the parent's "(rest)". `--pstats DIR` also writes the child's cProfile statistics
+(`DIR/<method>.pstats`, for `python -m pstats` or snakeviz). Nothing is written to results/.
 """
 from __future__ import annotations
 
+import argparse
 import contextlib
+import cProfile
 import functools
 import json
 import subprocess
@@ -23,6 +26,13 @@ import tempfile
 import time
 from collections import defaultdict
 from pathlib import Path
+
+import torch
+from tabulate import tabulate
+
+from benchmark.io import atomic_write_json
+from benchmark.train.config import resolve
+from methods import registry
 
 MARKER = "CELLPROFILE "
 # CPU time, not wall: a cell runs on one thread, and CPU seconds are what the grid's budget is made of; they
@@ -80,6 +90,11 @@ class PhaseTimer:
                 for path, s in self.seconds.items()]
 
 
+def semi_supervised_baselines() -> list[str]:
+    """The published baselines that learn from unlabeled images: `registry.baselines()` but the lower bound."""
+    return [name for name in registry.baselines() if name != registry.lower_bound()]
+
+
 def _forward_label(model, x, need_fp=False, **_):
     mode = "train" if model.training else "eval"
     return f"forward ({mode}, batch {x.shape[0]}{', need_fp' if need_fp else ''})"
@@ -87,30 +102,26 @@ def _forward_label(model, x, need_fp=False, **_):
 
 def instrument(timer: PhaseTimer) -> None:
     """Wrap the pieces of a run by their public names (module globals are looked up at call time)."""
-    import torch
-
-    from benchmark.train import trainer as trainer_module
-    from benchmark.train.data_plan import Streams
-    from benchmark.train.model import DeepLabV3Plus
-    from benchmark.train.sample_images import QualitativeSaver
-    from datasets import semi
+    # Not at module import, which would charge them to "process start": profile_one times their loading.
+    from benchmark.train import data_plan, model, sample_images, trainer   # loaded in the "imports" phase
+    from datasets import semi   # loaded in the "imports" phase too, by the trainer's data plan
 
     timer.wrap(semi, "read_image", "decode")
     timer.wrap(semi, "read_mask", "decode")
     for name in ("resize_long_side", "pad_and_crop", "hflip", "strong_color", "cutmix_box"):
         timer.wrap(semi, name, "augment")
     timer.wrap(semi, "normalize", "to tensor")
-    timer.wrap(Streams, "next", "train data")
-    timer.wrap(DeepLabV3Plus, "forward", _forward_label)
+    timer.wrap(data_plan.Streams, "next", "train data")
+    timer.wrap(model.DeepLabV3Plus, "forward", _forward_label)
     timer.wrap(torch.Tensor, "backward", "backward")
     timer.wrap(torch.optim.SGD, "step", "optimizer")
-    cls = trainer_module.Trainer
+    cls = trainer.Trainer
     timer.wrap(cls, "__init__", "config, data plan, method")
     timer.wrap(cls, "setup", "setup (model, optimizer)")
     timer.wrap(cls, "train_step", "train step")
     timer.wrap(cls, "_evaluate", "evaluation")
     timer.wrap(cls, "_save_checkpoint", "checkpoint write")
-    timer.wrap(QualitativeSaver, "save", "qualitative write")
+    timer.wrap(sample_images.QualitativeSaver, "save", "qualitative write")
 
 
 def profile_one(method: str, profile: str, split: str | None, seed: int, overrides: list[str],
@@ -119,10 +130,7 @@ def profile_one(method: str, profile: str, split: str | None, seed: int, overrid
     start_s = clock()   # CPU time of interpreter start and of importing steptime and this module
     timer = PhaseTimer()
     with timer.phase("imports"):
-        import torch  # noqa: F401
-
-        from benchmark.train.config import resolve
-        from benchmark.train.trainer import Trainer
+        from benchmark.train.trainer import Trainer   # timed: loading the trainer is one of the cell's costs
     instrument(timer)
     profiler = None
     with tempfile.TemporaryDirectory() as scratch, contextlib.ExitStack() as undo:
@@ -131,7 +139,6 @@ def profile_one(method: str, profile: str, split: str | None, seed: int, overrid
             cfg = resolve(profile=profile, method=method, split=split, seed=seed,
                           overrides=[*overrides, f"output.results_dir={scratch}"])
         if pstats_dir:
-            import cProfile
             profiler = cProfile.Profile()
             profiler.enable()
         trainer = Trainer(cfg, progress=False)
@@ -148,8 +155,8 @@ def run_cells(methods: list[str], profile: str, split: str | None, seed: int, ov
               pstats_dir: str | None) -> list[dict]:
     results = []
     for method in methods:
-        cmd = [sys.executable, "-m", "benchmark.diagnostics.steptime", "--profile-cell", "--one", method, "--profile", profile,
-               "--seed", str(seed), *(["--split", split] if split else []),
+        cmd = [sys.executable, "-m", "benchmark.diagnostics.steptime", "--profile-cell", "--one", method,
+               "--profile", profile, "--seed", str(seed), *(["--split", split] if split else []),
                *(["--pstats", pstats_dir] if pstats_dir else []), *overrides]
         start = time.perf_counter()
         proc = subprocess.run(cmd, capture_output=True, text=True)
@@ -167,15 +174,14 @@ def run_cells(methods: list[str], profile: str, split: str | None, seed: int, ov
 
 
 def table(results: list[dict]) -> str:
-    from tabulate import tabulate
     blocks = []
     for result in results:
         total = result["cpu_s"]
         rows = sorted(result["rows"], key=lambda r: -r["seconds"])
         body = [[r["phase"], f"{r['seconds']:.2f}", f"{100 * r['seconds'] / total:.1f}%", r["calls"],
                  f"{1000 * r['seconds'] / result['iters']:.1f}"] for r in rows if r["seconds"] >= 0.005]
-        blocks.append(f"{result['method']}: {total:.1f} CPU s ({result['wall_s']:.1f} s wall), {result['iters']} steps "
-                      f"({1000 * total / result['iters']:.1f} CPU ms per step all in), best mIoU "
+        blocks.append(f"{result['method']}: {total:.1f} CPU s ({result['wall_s']:.1f} s wall), {result['iters']} "
+                      f"steps ({1000 * total / result['iters']:.1f} CPU ms per step all in), best mIoU "
                       f"{result['best_miou']:.2f}\n" + tabulate(
                           body, headers=["phase (inner phases charged to themselves)", "CPU s", "share", "calls",
                                          "ms/step"], tablefmt="github", disable_numparse=True))
@@ -183,10 +189,9 @@ def table(results: list[dict]) -> str:
 
 
 def main(argv: list[str]) -> int:
-    import argparse
-    parser = argparse.ArgumentParser(prog="python -m benchmark.diagnostics.steptime --profile-cell", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--methods", default="fixmatch,unimatch", help="comma-separated methods")
+    parser = argparse.ArgumentParser(prog="python -m benchmark.diagnostics.steptime --profile-cell",
+                                     description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--methods", default=",".join(semi_supervised_baselines()), help="comma-separated methods")
     parser.add_argument("--profile", default="default")
     parser.add_argument("--split", help="label split (default: the dataset's lowest)")
     parser.add_argument("--seed", type=int, default=0)
@@ -199,7 +204,6 @@ def main(argv: list[str]) -> int:
         print(MARKER + json.dumps(profile_one(args.one, args.profile, args.split, args.seed, args.overrides,
                                               args.pstats)))
         return 0
-    from methods import registry
     methods = [m for m in args.methods.split(",") if m]
     for name in methods:
         registry.get(name)   # unknown → one clear error before anything runs
@@ -210,6 +214,5 @@ def main(argv: list[str]) -> int:
         return 1
     print(table(results))
     if args.json:
-        from benchmark.io import atomic_write_json
         atomic_write_json(Path(args.json), results)
     return 0

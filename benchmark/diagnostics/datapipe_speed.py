@@ -7,12 +7,13 @@
 One worker is this process on one thread, as a DataLoader worker runs (torch sets 1 thread there), timed by
 its CPU time: what a worker with a core of its own achieves, even on a shared machine. It builds samples
 through the trainer's own dataset (`datasets.semi.SemiDataset`): labeled samples (read image and mask, resize,
-crop, flip, normalise) and unlabeled samples with every view UniMatch needs (weak crop, two strong colour
-views, two CutMix boxes). Images are generated at the real datasets' sizes: Pascal-like JPEGs
-of 500x375 at crop 321, Cityscapes-like PNGs of 2048x1024 at crop 801 (smooth random content, so the codecs
-work about as hard as on photos; collation and the copy to the GPU are not included).
+crop, flip, normalise) and unlabeled samples with every view the strongest baseline needs
+(`methods.registry.strongest_baseline()`: weak crop, two strong colour views, two CutMix boxes). Images are
+generated at the real datasets' sizes: Pascal-like JPEGs of 500x375 at crop 321, Cityscapes-like PNGs of
+2048x1024 at crop 801 (smooth random content, so the codecs work about as hard as on photos; collation and the
+copy to the GPU are not included).
 
-A UniMatch step takes `batch` labeled samples, `batch` unlabeled and `batch` more unlabeled (the CutMix
+A step of that method takes `batch` labeled samples, `batch` unlabeled and `batch` more unlabeled (the CutMix
 source), each stream from its own DataLoader with `data.workers` workers. For a step rate r the labeled loader
 needs r·batch / (labeled samples/s) workers and each unlabeled loader r·batch / (unlabeled samples/s); the
 profile's data.workers must be the larger of the two (rounded up), so 3 x data.workers processes per GPU.
@@ -29,10 +30,18 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from benchmark.cli import run_main
+import numpy as np
+import torch
+from PIL import Image, ImageFilter
+from tabulate import tabulate
 
-UNIMATCH_VIEWS = frozenset({"strong1", "strong2", "box1", "box2"})
-STREAMS_PER_STEP = {"labeled": 1, "unlabeled": 2}    # UniMatch: labeled, unlabeled and the CutMix source
+from benchmark.cli import run_main
+from benchmark.io import atomic_write_json
+from datasets.semi import SemiDataset
+from methods import registry
+
+# The strongest baseline's step: labeled, unlabeled and the CutMix source (another unlabeled stream).
+STREAMS_PER_STEP = {"labeled": 1, "unlabeled": 2}
 
 
 @dataclass(frozen=True)
@@ -49,11 +58,20 @@ IMAGE_SETS = {"pascal": ImageSet("pascal", 500, 375, 321, 21, ".jpg"),
               "cityscapes": ImageSet("cityscapes", 2048, 1024, 801, 19, ".png")}
 
 
+def unlabeled_views() -> frozenset[str]:
+    """The per-sample views of the strongest baseline's unlabeled stream; its CutMix source ("mix") is a stream
+    of its own."""
+    return registry.get(registry.strongest_baseline()).views - {"mix"}
+
+
+def strongest_baseline_title() -> str:
+    """How reports name the strongest baseline."""
+    method = registry.get(registry.strongest_baseline())
+    return method.display_name or method.name
+
+
 def generate_tree(root: Path, image_set: ImageSet, count: int, seed: int = 0) -> list[tuple[str, str]]:
     """`count` image/mask pairs under `root` in the on-disk layout of every dataset here; returns the items."""
-    import numpy as np
-    from PIL import Image, ImageFilter
-
     rng = np.random.default_rng(seed)
     (root / "JPEGImages").mkdir(parents=True, exist_ok=True)
     (root / "SegmentationClass").mkdir(parents=True, exist_ok=True)
@@ -86,17 +104,14 @@ def samples_per_s(dataset, samples: int, warmup: int = 2) -> float:
 
 
 def measure(image_set: ImageSet, samples: int, root: Path) -> dict:
-    """Samples per second of one worker, labeled and unlabeled-with-UniMatch's-views, on generated images."""
-    import torch
-
-    from datasets.semi import SemiDataset
-
+    """Samples per second of one worker, labeled and unlabeled with the strongest baseline's views, on
+    generated images."""
     torch.set_num_threads(1)
     items = generate_tree(root, image_set, count=min(samples, 16))
     common = dict(root=root, items=items, crop_size=image_set.crop, num_classes=image_set.num_classes)
     return {"images": image_set.name, "size": f"{image_set.width}x{image_set.height}", "crop": image_set.crop,
             "labeled_per_s": samples_per_s(SemiDataset(mode="train_l", **common), samples),
-            "unlabeled_per_s": samples_per_s(SemiDataset(mode="train_u", views=UNIMATCH_VIEWS, **common), samples)}
+            "unlabeled_per_s": samples_per_s(SemiDataset(mode="train_u", views=unlabeled_views(), **common), samples)}
 
 
 def workers_needed(figures: dict, step_rate: float, batch: int) -> dict:
@@ -109,11 +124,10 @@ def workers_needed(figures: dict, step_rate: float, batch: int) -> dict:
 
 
 def step_rate_from(steptime_json: str) -> float:
-    """The fastest variant's steps/s of the strongest baseline (UniMatch; else of any method) from
+    """The fastest variant's steps/s of the strongest baseline (else of any method) from
     `python -m benchmark.diagnostics.steptime --json FILE`."""
-    from methods.registry import strongest_baseline
     rows = [row for row in json.loads(Path(steptime_json).read_text()) if "step_s" in row]
-    strongest = strongest_baseline()
+    strongest = registry.strongest_baseline()
     target = [row for row in rows if row["method"] == strongest] or rows
     if not target:
         raise ValueError(f"{steptime_json} holds no timed step")
@@ -121,9 +135,7 @@ def step_rate_from(steptime_json: str) -> float:
 
 
 def table(results: list[dict], step_rate: float | None, batch: int) -> str:
-    from tabulate import tabulate
-
-    headers = ["images", "crop", "labeled/s per worker", "unlabeled (UniMatch views)/s per worker",
+    headers = ["images", "crop", "labeled/s per worker", f"unlabeled ({strongest_baseline_title()} views)/s per worker",
                f"steps/s of batch {batch} one worker per loader feeds"]
     rows = []
     for r in results:
@@ -173,7 +185,6 @@ def main(argv: list[str] | None = None) -> int:
             r.update(workers_needed(r, step_rate, args.batch))
     print(table(results, step_rate, args.batch))
     if args.json:
-        from benchmark.io import atomic_write_json
         atomic_write_json(Path(args.json), results)
     return 0
 

@@ -8,9 +8,11 @@ datasheet figures without sparsity; a device not in the table (any CPU) gets no 
 """
 from __future__ import annotations
 
+import platform
 from typing import Callable
 
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 # Dense peak TFLOP/s per precision. Order matters: the first name contained in the device name wins, so the
 # variants (PCIe, NVL) come before their family name.
@@ -35,8 +37,6 @@ PEAK_TFLOPS: tuple[tuple[str, dict[str, float]], ...] = (
 
 def count_flops(step: Callable[[], object]) -> int:
     """FLOPs performed while `step()` runs (eager ops; a compiled graph is not seen op by op)."""
-    from torch.utils.flop_counter import FlopCounterMode
-
     with FlopCounterMode(display=False) as counter:
         step()
     return int(counter.get_total_flops())
@@ -54,7 +54,6 @@ def precision_of(device: torch.device, autocast_bf16: bool) -> str:
 def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    import platform
     return platform.processor() or platform.machine() or "cpu"
 
 

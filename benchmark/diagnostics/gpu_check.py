@@ -1,16 +1,17 @@
 """The GPU check behind scripts/gpu_check.sh: throughput, bf16 agreement, DDP and the data pipeline, one table.
 
-    bash scripts/gpu_check.sh [--cpu] [--methods supervised,fixmatch,unimatch] [--out DIR]
+    bash scripts/gpu_check.sh [--cpu] [--methods NAME,NAME,...] [--out DIR]
 
-1. Step time, TFLOP/s and MFU (benchmark.diagnostics.steptime) of the pascal recipe (deep-stem ResNet-101, crop 321, total
-   batch 8 on one GPU, random weights, generated Pascal-sized images) per method in fp32 / bf16 /
+The method the checks judge is the strongest baseline (`methods.registry.strongest_baseline()`).
+1. Step time, TFLOP/s and MFU (benchmark.diagnostics.steptime) of the pascal recipe (deep-stem ResNet-101,
+   crop 321, total batch 8 on one GPU, random weights, generated Pascal-sized images) per method in fp32 / bf16 /
    bf16+channels_last / bf16+channels_last+compile.
-2. 200 steps of UniMatch on the embedded dataset in bf16 and in fp32: loss curves and final mIoU side by side.
+2. 200 steps of that method on the embedded dataset in bf16 and in fp32: loss curves and final mIoU side by side.
 3. With 2 or more GPUs: the same run as 2 NCCL processes of half the batch against 1 process of the total.
 4. The data pipeline's samples/s per worker (benchmark.diagnostics.datapipe_speed) on the same images, and the
-   data.workers that feed the fastest UniMatch step rate measured in 1.
-`--cpu` runs the same checks on the tiny smoke config (animals_tiny, a few steps, no compile, no DDP) in
-seconds; CI runs it. Agreement limits are stated in AGREEMENT; a row outside them is marked CHECK.
+   data.workers that feed that method's fastest step rate measured in 1.
+`--cpu` runs the same checks on the tiny smoke config (animals_tiny, a few steps, no compile, no DDP); CI runs
+it. Agreement limits are stated in AGREEMENT; a row outside them is marked CHECK.
 """
 from __future__ import annotations
 
@@ -22,25 +23,35 @@ import sys
 import tempfile
 from pathlib import Path
 
+import torch
+from tabulate import tabulate
+
 from benchmark.cli import run_main
+from benchmark.diagnostics import steptime
+from benchmark.diagnostics.datapipe_speed import (IMAGE_SETS, generate_tree, measure, strongest_baseline_title,
+                                                  workers_needed)
+from benchmark.io import atomic_write_json, atomic_write_text
+from benchmark.train.config import resolve
+from benchmark.train.run_state import read_train_log
+from benchmark.train.trainer import Trainer
+from methods import registry
 
 # bf16 (and a 2-process run, whose dropout draws differ) follows another rounding path, so curves are compared
 # on average: mean loss over the last quarter of the logged steps within 5 % relative, final mIoU within 3 points.
 AGREEMENT = {"loss_rel": 0.05, "miou_points": 3.0}
 TARGETS = {"bf16_speedup": 1.8, "mfu": 0.35, "cores": 16}
+GPU_VARIANTS = ("fp32", "bf16", "bf16+channels_last", "bf16+channels_last+compile")
+# Compiling with inductor on a CPU would dwarf the tiny steps it is meant to speed up: compile stays for GPUs.
+CPU_VARIANTS = ("fp32", "bf16", "channels_last")
 
 
 def target_method() -> str:
-    """The method whose step the targets judge: the registry's strongest baseline (UniMatch)."""
-    from methods.registry import lower_bound, strongest_baseline
-    return strongest_baseline() or lower_bound() or ""
-GPU_VARIANTS = ("fp32", "bf16", "bf16+channels_last", "bf16+channels_last+compile")
-CPU_VARIANTS = ("fp32", "bf16", "channels_last")    # inductor needs minutes on a CPU: compile stays for GPUs
+    """The method whose step the targets judge: the registry's strongest baseline."""
+    return registry.strongest_baseline() or registry.lower_bound() or ""
 
 
 def pascal_like_tree(root: Path, count: int) -> list[str]:
     """Generated Pascal-sized images with the split lists of a `92` split; returns the data.* overrides."""
-    from benchmark.diagnostics.datapipe_speed import IMAGE_SETS, generate_tree
     items = generate_tree(root, IMAGE_SETS["pascal"], count)
     lines = [f"{image} {mask}" for image, mask in items]
     (root / "splits" / "92").mkdir(parents=True, exist_ok=True)
@@ -51,9 +62,7 @@ def pascal_like_tree(root: Path, count: int) -> list[str]:
 
 
 def step_times(args, scratch: Path) -> list[dict]:
-    from benchmark.diagnostics import steptime
-    from methods.registry import baselines
-    methods = args.methods.split(",") if args.methods else list(baselines())
+    methods = args.methods.split(",") if args.methods else list(registry.baselines())
     if args.cpu:   # in-process: a fresh process per cell would cost more than the tiny steps themselves
         results = {}
         for method in methods:
@@ -70,13 +79,13 @@ def step_times(args, scratch: Path) -> list[dict]:
 
 
 def train_curve(profile: str, overrides: list[str], results: Path, nproc: int = 1) -> dict:
-    """One UniMatch run (in this process, or torchrun for nproc > 1); its logged losses and final mIoU."""
+    """One run of the target method (in this process, or torchrun for nproc > 1); its logged losses and final
+    mIoU."""
     overrides = [*overrides, f"output.results_dir={results}"]
     if nproc == 1:
-        from benchmark.train.config import resolve
-        from benchmark.train.trainer import Trainer
         try:
-            Trainer(resolve(profile=profile, method=target_method(), overrides=overrides), progress=False).fit(fresh=True)
+            cfg = resolve(profile=profile, method=target_method(), overrides=overrides)
+            Trainer(cfg, progress=False).fit(fresh=True)
         except (RuntimeError, ValueError) as exc:   # a diverged or broken run is a finding, not a crash
             return {"error": str(exc).splitlines()[0]}
     else:
@@ -87,7 +96,6 @@ def train_curve(profile: str, overrides: list[str], results: Path, nproc: int = 
         if proc.returncode != 0:
             return {"error": (proc.stderr.strip().splitlines() or ["(no output)"])[-1]}
     run = next(results.rglob("summary.json")).parent
-    from benchmark.train.run_state import read_train_log
     log = read_train_log(run / "train_log.jsonl")
     return {"iters": [r["iter"] for r in log], "loss": [r["loss"] for r in log],
             "miou": json.loads((run / "summary.json").read_text())["last"]["miou"]}
@@ -116,7 +124,6 @@ def agreement(name: str, a: dict, b: dict, labels: tuple[str, str]) -> list[list
 
 
 def agreement_rows(args, scratch: Path) -> list[list[str]]:
-    import torch
     if args.cpu:
         profile, base = "smoke", ["train.iters=6", "train.log_every=1", "eval.every=6", "train.threads=1"]
     else:
@@ -134,12 +141,11 @@ def agreement_rows(args, scratch: Path) -> list[list[str]]:
 
 
 def pipeline_rows(args, scratch: Path, step_rows: list[dict]) -> tuple[list[list[str]], dict]:
-    from benchmark.diagnostics.datapipe_speed import IMAGE_SETS, measure, workers_needed
     figures = measure(IMAGE_SETS["pascal"], args.pipeline_samples, scratch / "pipe")
     timed = [r for r in step_rows if r.get("method") == target_method() and "step_s" in r]
     rows = [["data pipeline", f"per worker, {figures['size']} crop {figures['crop']}",
              f"{figures['labeled_per_s']:.1f} labeled/s, {figures['unlabeled_per_s']:.1f} unlabeled/s",
-             "UniMatch views; CPU time of one worker"]]
+             f"{strongest_baseline_title()} views; CPU time of one worker"]]
     need = None
     if timed:
         best = min(timed, key=lambda r: r["step_s"])
@@ -192,7 +198,7 @@ def target_rows(step_rows: list[dict], need: dict, cpu: bool) -> list[list[str]]
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="scripts/gpu_check.sh", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--cpu", action="store_true", help="the tiny CPU version (CI): seconds, no GPU needed")
+    parser.add_argument("--cpu", action="store_true", help="the tiny CPU version (CI), no GPU needed")
     parser.add_argument("--methods", help="comma-separated methods (default: the baselines, those not read "
                                            "from a paper's description)")
     parser.add_argument("--warmup", type=int, default=4, help="untimed steps per cell (torch.compile compiles here)")
@@ -202,19 +208,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pipeline-samples", type=int, default=16)
     parser.add_argument("--out", help="also write the table and its rows (JSON) to this folder")
     args = parser.parse_args(argv)
-    import torch
     if not args.cpu and not torch.cuda.is_available():
         parser.error("no CUDA device: run on a GPU machine, or pass --cpu for the tiny CPU check")
     if args.cpu:
         args.pipeline_samples = min(args.pipeline_samples, 2)
-    from tabulate import tabulate
-
-    from benchmark.diagnostics.steptime import ChildFailed
     with tempfile.TemporaryDirectory() as tmp:
         scratch = Path(tmp)
         try:
             step_rows = step_times(args, scratch)
-        except ChildFailed as exc:
+        except steptime.ChildFailed as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2 if exc.code == 2 else 1
         rows = step_table_rows(step_rows)
@@ -226,7 +228,6 @@ def main(argv: list[str] | None = None) -> int:
             + tabulate(rows, headers=["check", "case", "figure", "note"], tablefmt="github", disable_numparse=True))
     print(text)
     if args.out:
-        from benchmark.io import atomic_write_json, atomic_write_text
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out / "gpu_check.md", text + "\n")

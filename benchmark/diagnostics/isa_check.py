@@ -1,6 +1,6 @@
 """One training cell under every oneDNN instruction-set cap this host allows, pinned and native.
 
-    python -m benchmark.diagnostics.isa_check [--method fixmatch] [--caps AVX2,AVX512_CORE] [--jobs 2] [key=value ...]
+    python -m benchmark.diagnostics.isa_check [--method NAME] [--caps AVX2,AVX512_CORE] [--jobs 2] [key=value ...]
 
 Each (numerics, cap) is a fresh `python -m benchmark.train` process whose environment caps oneDNN (and ATen, to
 the matching width) as a host with that instruction set would be; the cap emulates the host. Under
@@ -20,15 +20,23 @@ import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import torch
+
 from benchmark.cli import run_main
-from benchmark.train.config import REPO_ROOT
 from benchmark.numerics import ISA_ORDERS, MODES, PINNED_ISA, REPLACED_VAR, host_isa
+from benchmark.train.config import REPO_ROOT
+from methods import registry
 
 # A host's oneDNN cap and the ATen capability such a host would have.
 HOST_CAPS = {"SSE41": "default", "AVX": "default", "AVX2": "avx2", "AVX2_VNNI": "avx2",
              "AVX512_CORE": "avx512", "AVX512_CORE_VNNI": "avx512", "AVX512_CORE_BF16": "avx512"}
 NATIVE = "native (no cap)"
 PIN_INDEX = ISA_ORDERS["ONEDNN_MAX_CPU_ISA"].index(PINNED_ISA)
+
+
+def first_semi_supervised_baseline() -> str:
+    """The default cell's method: the first published baseline after the lower bound."""
+    return next(name for name in registry.baselines() if name != registry.lower_bound())
 
 
 def caps_of_this_host() -> list[str]:
@@ -38,7 +46,6 @@ def caps_of_this_host() -> list[str]:
 
 
 def weights_digest(checkpoint: Path) -> str:
-    import torch
     state = torch.load(checkpoint, map_location="cpu", weights_only=True)["model"]
     digest = hashlib.sha256()
     for name in sorted(state):
@@ -68,7 +75,8 @@ def run_cell(method: str, mode: str, cap: str, results: Path, overrides: list[st
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmark.diagnostics.isa_check", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--method", default="fixmatch", help="method of the cell (default fixmatch)")
+    parser.add_argument("--method", default=first_semi_supervised_baseline(),
+                        help="method of the cell (default %(default)s, the first semi-supervised baseline)")
     parser.add_argument("--caps", help="comma-separated oneDNN caps (default: every cap this host allows)")
     parser.add_argument("--modes", default=",".join(MODES), help="numerics modes (default pinned,native)")
     parser.add_argument("--jobs", type=int, default=2, help="cells side by side (default 2)")

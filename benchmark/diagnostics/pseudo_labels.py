@@ -1,6 +1,6 @@
 """How good are a run's pseudo-labels? Precision and coverage of confident predictions on the unlabeled images.
 
-    python -m benchmark.diagnostics.pseudo_labels results/runs/animals/1_32/supervised/seed0 [--threshold 0.95]
+    python -m benchmark.diagnostics.pseudo_labels results/runs/animals/1_32/METHOD/seed0 [--threshold 0.95]
 
 Semi-supervised methods learn from the pixels whose confidence passes `loss.conf_thresh`; when those pixels are
 mostly one class, or often wrong, the unlabeled loss cannot help. This tool measures that on the unlabeled
@@ -15,17 +15,28 @@ import argparse
 import sys
 from pathlib import Path
 
+import torch
+from tabulate import tabulate
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
 from benchmark.cli import run_main
+from benchmark.io import atomic_write_json
+from benchmark.train.config import ConfigError, load_run_config
+from benchmark.train.data_plan import plan_data
+from benchmark.train.model import build_model
+from benchmark.train.trainer import CHECKPOINT
 from datasets import IGNORE_INDEX
+from datasets.semi import SemiDataset
+from datasets.splits import read_split_file, split_paths
 
 REPORT_NAME = "pseudo_labels.json"
 
 
-def confident_statistics(probabilities, target, threshold: float, num_classes: int, ignore_index: int = IGNORE_INDEX) -> dict:
+def confident_statistics(probabilities, target, threshold: float, num_classes: int,
+                         ignore_index: int = IGNORE_INDEX) -> dict:
     """Counts over the valid pixels of one batch: per class, confident pixels predicted as it, how many of
     those are right, and its ground-truth pixels. `probabilities` [N,C,H,W], `target` [N,H,W] long."""
-    import torch
-
     confidence, predicted = probabilities.max(dim=1)
     valid = target != ignore_index
     confident = valid & (confidence >= threshold)
@@ -55,17 +66,6 @@ def summarise(counts: dict, class_names, threshold: float) -> dict:
 
 
 def measure(run_dir: Path, threshold: float | None = None, progress: bool = True) -> dict:
-    import torch
-    from torch.utils.data import DataLoader
-    from tqdm import tqdm
-
-    from benchmark.train.config import ConfigError, load_run_config
-    from benchmark.train.data_plan import plan_data
-    from benchmark.train.model import build_model
-    from benchmark.train.trainer import CHECKPOINT
-    from datasets.semi import SemiDataset
-    from datasets.splits import read_split_file, split_paths
-
     cfg = load_run_config(run_dir / "config.yaml")
     checkpoint = run_dir / CHECKPOINT
     if not checkpoint.is_file():
@@ -95,8 +95,6 @@ def measure(run_dir: Path, threshold: float | None = None, progress: bool = True
 
 
 def render(result: dict) -> str:
-    from tabulate import tabulate
-
     def show(value):
         return "n/a" if value is None else f"{value:.1f}"
 
@@ -116,8 +114,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threshold", type=float, help="confidence threshold (default: the run's loss.conf_thresh)")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
-    from benchmark.io import atomic_write_json
-
     run_dir = Path(args.run_dir)
     result = measure(run_dir, args.threshold, progress=not args.no_progress)
     atomic_write_json(run_dir / REPORT_NAME, result)

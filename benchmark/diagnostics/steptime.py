@@ -1,18 +1,22 @@
 """Step time, peak memory, FLOP rate and MFU of each method under one profile: the figures behind the cost targets.
 
-    python -m benchmark.diagnostics.steptime [--methods supervised,fixmatch,...] [--profile default] [--steps 50]
+    python -m benchmark.diagnostics.steptime [--methods NAME,NAME,...] [--profile default] [--steps 50]
                                  [--rounds 3] [--variants fp32,bf16,bf16+channels_last,bf16+compile]
                                  [--peak-tflops N] [key=value ...]
-    python -m benchmark.diagnostics.steptime --data ...      the data pipeline's images/s per worker (benchmark.diagnostics.datapipe_speed)
-    python -m benchmark.diagnostics.steptime --profile-cell ...   where one whole cell's wall time goes (benchmark.diagnostics.cell_profile)
+    python -m benchmark.diagnostics.steptime --data ...           the data pipeline's images/s per worker
+                                                                  (benchmark.diagnostics.datapipe_speed)
+    python -m benchmark.diagnostics.steptime --profile-cell ...   where one whole cell's wall time goes
+                                                                  (benchmark.diagnostics.cell_profile)
 
-Each (round, method, variant) is a fresh `python -m benchmark.diagnostics.steptime --one METHOD` process that builds the
-trainer of a real run (same data streams, model, method and optimizer), runs `--warmup` steps (where
+Each (round, method, variant) is a fresh `python -m benchmark.diagnostics.steptime --one METHOD` process that
+builds the trainer of a real run (same data streams, model, method and optimizer), runs `--warmup` steps (where
 torch.compile compiles), then times `--steps` optimizer steps (data loading included, as in training) and
 counts the FLOPs of one more step with FlopCounterMode. Cells alternate within a round, so slow drift of a
-shared machine hits all of them alike; the table gives the median over rounds, the ratio to the lower bound (the first `significance_baseline` method: supervised), to
-the method's declared base (`Method.base`; MaskMatch's from `method.base`) and to the first variant, the peak memory
-(the process's peak RSS on CPU, `torch.cuda.max_memory_allocated` on a GPU), TFLOP/s and MFU (benchmark.diagnostics.flops).
+shared machine hits all of them alike; the table gives the median over rounds, the ratio to the lower bound
+(`methods.registry.lower_bound()`, the first `significance_baseline` method), to the method's declared base
+(`Method.base`, or the `method.base` parameter of a method that takes one) and to the first variant, the peak
+memory (the process's peak RSS on CPU, `torch.cuda.max_memory_allocated` on a GPU), TFLOP/s and MFU
+(benchmark.diagnostics.flops).
 A variant that fails is reported in its row; the others still run. Nothing is written to results/.
 """
 from __future__ import annotations
@@ -20,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -27,7 +32,15 @@ import tempfile
 import time
 from pathlib import Path
 
+import torch
+from tabulate import tabulate
+from tqdm import tqdm
+
 from benchmark.cli import run_main
+from benchmark.diagnostics import cell_profile, flops
+from benchmark.io import atomic_write_json
+from benchmark.train.config import resolve
+from methods import registry
 
 MARKER = "STEPTIME "
 # Parts of a variant; `default` is the profile as configured (and as the overrides leave it).
@@ -40,12 +53,7 @@ VARIANTS = {"default": [], "fp32": ['train.amp="off"'], "bf16": ["train.amp=bf16
 def measure_one(method: str, profile: str, overrides: list[str], warmup: int, steps: int) -> dict:
     """Times `steps` training steps of `method` after `warmup` ones, in this process, then counts the FLOPs of
     one more step (eager models only: a compiled graph hides its ops from the counter)."""
-    import resource
-
-    import torch
-
-    from benchmark.diagnostics import flops
-    from benchmark.train.config import resolve
+    # Not at module import: `--profile-cell` children run this module too and time this load as a phase.
     from benchmark.train.trainer import Trainer
 
     with tempfile.TemporaryDirectory() as scratch:
@@ -100,8 +108,6 @@ def run_rounds(methods: list[str], profile: str, overrides: list[str], warmup: i
                rounds: int, variants: tuple[str, ...] = ("default",)) -> dict[tuple[str, str], list[dict]]:
     """Every (method, variant) `rounds` times, each in a fresh process. A variant that fails (torch.compile
     without a compiler, bf16 without kernels) is recorded as failed and the others go on; bad input stops."""
-    from tqdm import tqdm
-
     cells = [(method, variant) for method in methods for variant in variants]
     results: dict[tuple[str, str], list[dict]] = {cell: [] for cell in cells}
     extra = {variant: variant_overrides(variant) for variant in variants}
@@ -127,15 +133,13 @@ def run_rounds(methods: list[str], profile: str, overrides: list[str], warmup: i
 
 def summarize(results: dict[tuple[str, str], list[dict]], peak: dict[str, float] | None = None) -> list[dict]:
     """One row per (method, variant): medians over rounds, ratios, FLOP rate and MFU."""
-    from benchmark.diagnostics import flops
     ok = {cell: [r for r in runs if "error" not in r] for cell, runs in results.items()}
     median = {cell: statistics.median(r["step_s"] for r in runs) for cell, runs in ok.items() if runs}
     first_variant = next(iter(results))[1]
     # The arithmetic of a step does not depend on the variant: a compiled run takes its method's eager count.
     method_flops = {method: r["flops_per_step"] for (method, _), runs in ok.items() for r in runs
                     if r.get("flops_per_step")}
-    from methods.registry import lower_bound
-    rows, lowest = [], lower_bound()
+    rows, lowest = [], registry.lower_bound()
     for (method, variant), runs in results.items():
         if (method, variant) not in median:
             rows.append({"method": method, "variant": variant, "error": runs[-1]["error"]})
@@ -157,9 +161,6 @@ def summarize(results: dict[tuple[str, str], list[dict]], peak: dict[str, float]
 
 
 def table(results: dict[tuple[str, str], list[dict]], peak: dict[str, float] | None = None) -> str:
-    from tabulate import tabulate
-
-    from methods.registry import lower_bound
     rows = summarize(results, peak)
     first_variant = next(iter(results))[1]
     times = lambda x: "n/a" if x is None else f"{x:.2f}x"   # noqa: E731
@@ -179,18 +180,18 @@ def table(results: dict[tuple[str, str], list[dict]], peak: dict[str, float] | N
     rounds = max((row["rounds"] for row in good), default=0)
     return (f"{where}median of {rounds} round(s); MFU against the dense peak of the precision, blank where "
             f"no peak is known (--peak-tflops sets one)\n" + tabulate(
-                body, headers=["method", "variant", "ms/step", "images/s", f"vs {lower_bound()}", "vs base",
-                               f"vs {first_variant}", "peak MB", "TFLOP/s", "precision", "MFU"],
+                body, headers=["method", "variant", "ms/step", "images/s", f"vs {registry.lower_bound()}",
+                               "vs base", f"vs {first_variant}", "peak MB", "TFLOP/s", "precision", "MFU"],
                 tablefmt="github", disable_numparse=True))
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if "--data" in argv:   # the data pipeline's speed: a sibling tool with its own options
+        # Not at module import: it loads the data stack, which `--profile-cell` children time as a phase.
         from benchmark.diagnostics import datapipe_speed
         return datapipe_speed.main([arg for arg in argv if arg != "--data"])
     if "--profile-cell" in argv:   # where one whole cell's wall time goes: a sibling tool too
-        from benchmark.diagnostics import cell_profile
         return cell_profile.main([arg for arg in argv if arg != "--profile-cell"])
     parser = argparse.ArgumentParser(prog="python -m benchmark.diagnostics.steptime", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -213,8 +214,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.one:
         print(MARKER + json.dumps(measure_one(args.one, args.profile, args.overrides, args.warmup, args.steps)))
         return 0
-    from benchmark.diagnostics import flops
-    from methods import registry
     methods = [m for m in args.methods.split(",") if m] if args.methods else list(registry.builtin_names())
     variants = tuple(v for v in args.variants.split(",") if v)
     for name in methods:
@@ -229,7 +228,6 @@ def main(argv: list[str] | None = None) -> int:
         return 2 if exc.code == 2 else 1
     print(table(results, peak))
     if args.json:
-        from benchmark.io import atomic_write_json
         atomic_write_json(Path(args.json), summarize(results, peak))
     return 0
 

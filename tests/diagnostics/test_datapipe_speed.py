@@ -5,9 +5,10 @@ import json
 
 import pytest
 
-from benchmark.diagnostics import datapipe_speed
+from benchmark.diagnostics import datapipe_speed, steptime
+from datasets.semi import SemiDataset
 
-from benchmark.diagnostics import steptime
+
 def test_workers_follow_from_the_slower_stream():
     figures = {"labeled_per_s": 40.0, "unlabeled_per_s": 10.0}
     # 2 steps/s of batch 8: labeled loader 16/40 -> 1 worker, each unlabeled loader 16/10 -> 2 workers
@@ -29,11 +30,10 @@ def test_measures_both_streams_on_generated_images_and_names_the_workers(tmp_pat
 
 
 def test_items_are_readable_by_the_trainers_dataset(tmp_path):
-    from datasets.semi import SemiDataset
     image_set = datapipe_speed.IMAGE_SETS["pascal"]
     items = datapipe_speed.generate_tree(tmp_path, image_set, count=2)
     sample = SemiDataset(root=tmp_path, items=items, mode="train_u", crop_size=image_set.crop,
-                         num_classes=image_set.num_classes, views=datapipe_speed.UNIMATCH_VIEWS)[0]
+                         num_classes=image_set.num_classes, views=datapipe_speed.unlabeled_views())[0]
     assert set(sample) == {"weak", "ignore", "strong1", "strong2", "box1", "box2"}
     assert sample["weak"].shape == (3, 321, 321)
 

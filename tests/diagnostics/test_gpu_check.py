@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 from benchmark.diagnostics import gpu_check
+
 ROOT = Path(__file__).resolve().parents[2]
 
 

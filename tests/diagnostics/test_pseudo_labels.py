@@ -26,7 +26,6 @@ def test_confident_statistics_by_hand():
 
 
 def test_cli_measures_a_run_and_writes_its_report(tmp_path, capsys):
-    from datasets.animals import generate
     root = tmp_path / "data"
     cfg = resolve(profile="smoke", method="supervised", overrides=[
         f"data.root={root}", f"output.results_dir={tmp_path / 'results'}",

@@ -6,6 +6,8 @@ import json
 import pytest
 
 from benchmark.diagnostics import steptime
+
+
 @pytest.fixture(scope="module")
 def tiny_overrides(tmp_path_factory):
     from datasets.animals import generate
