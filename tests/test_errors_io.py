@@ -14,10 +14,10 @@ import sys
 import pytest
 import torch
 
-from benchmark.grid import runner
-from benchmark.train import command as train_cli
 from benchmark.cli import run_main
+from benchmark.grid import runner
 from benchmark.io import FILE_MODE, DiskFullError, atomic_write, atomic_write_json
+from benchmark.train import command as train_cli
 
 
 def copied_dataset(tiny_data, tmp_path) -> tuple[str, os.PathLike]:

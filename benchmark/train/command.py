@@ -15,7 +15,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
+import os
+
+from benchmark.plugins import is_user_supplied, load_plugins
+from benchmark.train.config_files import ConfigError, annotated_yaml, available
+from benchmark.train.schedule import (epoch_steps, evaluation_interval, evaluation_steps, loss_shards_per_process,
+                                      per_process_batch)
+from datasets.catalog import all_specs, get_spec
+from datasets.errors import DataError
+from datasets.splits import read_split_file, split_paths
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -51,12 +59,9 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def describe_everything() -> str:
-    from benchmark.train.config import available
-    from datasets.catalog import all_specs
-    from methods.registry import all_methods
+    from methods.registry import all_methods   # torch: --list only, after the arguments parsed (--help)
     lines = ["Methods (components default on/off):"]
     for name, cls in all_methods().items():
-        from benchmark.plugins import is_user_supplied
         tag = "  [our implementation from the paper's description]" if cls.from_paper_description else ""
         tag += f"  [user-supplied: {cls.__module__}]" if is_user_supplied(cls) else ""
         lines.append(f"  {name:<11} {cls.description}{tag}")
@@ -71,14 +76,9 @@ def describe_everything() -> str:
 
 def world_schedule(cfg, world_size: int) -> list[str]:
     """What depends on the world size, as comment lines: batches, loss shards, steps, evaluations."""
-    from benchmark.train.config import ConfigError
+    # torch: --print-config only, after the arguments parsed (--help)
     from benchmark.train.data_plan import resolve_path
-    from benchmark.train.schedule import (epoch_steps, evaluation_interval, evaluation_steps, loss_shards_per_process,
-                                    per_process_batch)
-    from benchmark.train.run_setup import build_method
-    from datasets.catalog import get_spec
-    from datasets.errors import DataError
-    from datasets.splits import read_split_file, split_paths
+    from benchmark.train.run_setup import build_method   # torch, as above
     if world_size < 1:
         raise ConfigError(f"--world-size must be >= 1, got {world_size}")
     spec = get_spec(cfg.data.dataset)
@@ -122,20 +122,17 @@ def config_from_args(args: argparse.Namespace, sources: dict[str, str] | None = 
 def main(argv=None) -> int:
     args = parse_args(argv)
     if args.list:
-        from benchmark.plugins import load_plugins
         load_plugins(args.plugin)
         print(describe_everything())
         return 0
     sources: dict[str, str] = {}
     cfg = config_from_args(args, sources)
     if args.print_config:
-        from benchmark.train.config_files import annotated_yaml
         print(annotated_yaml(cfg.to_dict(), sources))
-        import os
         print("\n".join(world_schedule(cfg, args.world_size or int(os.environ.get("WORLD_SIZE", "1")))))
         return 0
-    from benchmark.train.distributed import init_distributed
-    from benchmark.train.trainer import Trainer
+    from benchmark.train.distributed import init_distributed   # torch after --help
+    from benchmark.train.trainer import Trainer                 # torch after --help
     dist = init_distributed(cfg)
     trainer = Trainer(cfg, progress=not args.no_progress, dist=dist)
     summary = trainer.fit(fresh=args.fresh, wait=args.wait)

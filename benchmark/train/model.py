@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from benchmark.train.backbones import SMALL_BACKBONES, ModelError, WeightsError, build_backbone  # noqa: F401 - re-exported errors
+from benchmark.train.backbones import SMALL_BACKBONES, ModelError, build_backbone
 
 OFFICIAL_HEAD_CHANNELS = 256
 OFFICIAL_REDUCED_LOW_LEVEL = 48

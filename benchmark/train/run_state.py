@@ -1,10 +1,14 @@
 """What a run carries across sessions besides its weights and optimizer: the last evaluation (so a summary
-rebuilt from a checkpoint at the last step needs nothing else) and the torch thread counts of its sessions."""
+rebuilt from a checkpoint at the last step needs nothing else), the torch thread counts of its sessions and
+the random generators' states."""
 from __future__ import annotations
 
+import random
 import sys
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import torch
 
 from benchmark.io import read_jsonl
@@ -47,3 +51,30 @@ RENAMED_SCALARS = {"mask_ratio": "confident_ratio"}
 def read_train_log(path: Path) -> list[dict]:
     """train_log.jsonl records under today's scalar names, whatever version of the trainer wrote them."""
     return [{RENAMED_SCALARS.get(key, key): value for key, value in record.items()} for record in read_jsonl(path)]
+
+
+def _numpy_state_to_tensors(state: tuple) -> dict[str, Any]:
+    name, keys, pos, has_gauss, cached = state
+    return {"name": name, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+            "has_gauss": int(has_gauss), "cached_gaussian": float(cached)}
+
+
+def _numpy_state_from_tensors(state: dict[str, Any]) -> tuple:
+    keys = state["keys"].cpu().numpy().astype(np.uint32)
+    return (state["name"], keys, state["pos"], state["has_gauss"], state["cached_gaussian"])
+
+
+def rng_states() -> dict[str, Any]:
+    """Every random generator a run draws from, as tensors and plain Python (a checkpoint loads them with
+    weights_only=True)."""
+    return {"python": random.getstate(), "numpy": _numpy_state_to_tensors(np.random.get_state()),
+            "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
+
+
+def restore_rng_states(rng: dict[str, Any]) -> None:
+    random.setstate(rng["python"])
+    np.random.set_state(_numpy_state_from_tensors(rng["numpy"]))
+    torch.set_rng_state(rng["torch"].cpu())
+    if rng["cuda"] is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(rng["cuda"])

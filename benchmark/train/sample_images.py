@@ -15,8 +15,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmark.train.evaluate import center_crop_box, predict
 from benchmark.io import atomic_write
+from benchmark.train.evaluate import center_crop_box, predict
+from datasets.semi import SemiDataset
+from datasets.splits import read_split_file, val_path
+from datasets.transforms import IMAGENET_MEAN, IMAGENET_STD
 
 QUALITATIVE_FILE = "qualitative.npz"
 QUALITATIVE_SEED = 0     # one choice of images for every method, split and seed
@@ -28,7 +31,6 @@ def pick_images(num_val: int, count: int) -> list[int]:
 
 
 def _to_uint8_image(tensor: torch.Tensor) -> np.ndarray:
-    from datasets.transforms import IMAGENET_MEAN, IMAGENET_STD
     mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
     std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
     return ((tensor.cpu() * std + mean).clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()
@@ -36,8 +38,6 @@ def _to_uint8_image(tensor: torch.Tensor) -> np.ndarray:
 
 class QualitativeSaver:
     def __init__(self, cfg, plan):
-        from datasets.semi import SemiDataset
-        from datasets.splits import read_split_file, val_path
         self.plan, self.border = plan, cfg.eval.border
         count = cfg.output.qualitative_images
         items = read_split_file(val_path(plan.split_dir), plan.root) if count > 0 else []

@@ -78,7 +78,7 @@ def epoch_steps(cfg: Config, num_labeled: int, num_unlabeled: int, labeled_batch
     batch = per_process_batch(cfg.train, world_size) if num_unlabeled else labeled_batch
     length = num_unlabeled or num_labeled
     if check_epoch_order(cfg.data.epoch_order) == "official":
-        from datasets.official_order import official_steps_per_epoch
+        from datasets.official_order import official_steps_per_epoch   # torch: the schedule stays light for --help
         gpus = virtual_gpus(cfg.train, world_size)
         return official_steps_per_epoch(length, gpus, batch * world_size // gpus)
     return steps_per_epoch(length, batch, world_size)

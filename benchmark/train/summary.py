@@ -12,9 +12,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy
 import torch
+import torchvision
 
-from benchmark.train.config import REPO_ROOT, Config
+from benchmark.plugins import is_user_supplied
+from benchmark.train.config import Config
+from datasets import REPO_ROOT
+from datasets.splits import split_paths
 
 
 @dataclass
@@ -58,8 +63,6 @@ def git_commit() -> str:
 
 
 def versions() -> dict[str, str]:
-    import numpy
-    import torchvision
     return {"python": sys.version.split()[0], "torch": torch.__version__, "torchvision": torchvision.__version__,
             "numpy": numpy.__version__, "platform": platform.platform()}
 
@@ -82,11 +85,6 @@ def read_summary(path: Path) -> dict[str, Any] | None:
         return json.loads(Path(path).read_text())
     except (OSError, json.JSONDecodeError):
         return None
-
-
-def is_user_supplied(method_cls: type) -> bool:
-    from benchmark.plugins import is_user_supplied as plugin_check
-    return plugin_check(method_cls)
 
 
 def method_identity(cfg: Config, method) -> dict[str, Any]:
@@ -124,7 +122,6 @@ def summary(cfg: Config, method, plan, best: dict, last: dict, iters: int, wall_
 
 def num_labeled(plan) -> int | None:
     """Labeled images of the run's split (the report's headline says '8 labels' rather than '1_128')."""
-    from datasets.splits import split_paths
     try:
         return sum(1 for line in split_paths(plan.split_dir, plan.split)[0].read_text().splitlines() if line.strip())
     except OSError:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from benchmark.train.config import ConfigError
+from benchmark.train.config_files import ConfigError
 
 TENSORBOARD_DIR = "tensorboard"
 
@@ -20,7 +20,7 @@ class TensorBoardLog:
         if not enabled:
             return
         try:
-            from torch.utils.tensorboard import SummaryWriter
+            from torch.utils.tensorboard import SummaryWriter   # optional package: only when asked for
         except ImportError:
             raise ConfigError("train.tensorboard=true needs the tensorboard package, which is not installed: "
                               "pip install tensorboard (or set train.tensorboard=false)") from None

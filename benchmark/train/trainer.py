@@ -13,35 +13,30 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from benchmark.train import summary as runinfo
-
-from benchmark.train import runlock
+from benchmark.io import append_jsonl, atomic_write, atomic_write_json, read_jsonl, rewrite_jsonl
+from benchmark.numerics import apply as apply_numerics, label as numerics_label
+from benchmark.train import runlock, summary
 from benchmark.train.config import Config, ConfigError, save_yaml
 from benchmark.train.data_plan import DataPlan, Streams, plan_data, val_loader
 from benchmark.train.evaluate import evaluate
-from benchmark.io import append_jsonl, atomic_write, atomic_write_json, read_jsonl, rewrite_jsonl
 from benchmark.train.model import build_model
-from benchmark.train.sample_images import QUALITATIVE_FILE, QualitativeSaver
-from benchmark.numerics import apply as apply_numerics, label as numerics_label
 from benchmark.train.run_setup import build_method, run_dir_for
-from benchmark.train.run_state import final_evaluation, numerics_record, read_train_log, threads_record
+from benchmark.train.run_state import (final_evaluation, numerics_record, read_train_log, restore_rng_states,
+                                       rng_states, threads_record)
+from benchmark.train.sample_images import QUALITATIVE_FILE, QualitativeSaver
 from benchmark.train.schedule import evaluation_interval, per_process_batch, poly_lr, run_facts
+from benchmark.train.session import Session
 from benchmark.train.split_lists import check_split_lists
 from benchmark.train.tensorboard_log import TensorBoardLog
+from datasets.catalog import get_spec
 from methods.base import Batch, StepInfo
 
 CHECKPOINT = "checkpoint.pt"
-
-
-def _numpy_state_to_tensors(state: tuple) -> dict[str, Any]:
-    name, keys, pos, has_gauss, cached = state
-    return {"name": name, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
-            "has_gauss": int(has_gauss), "cached_gaussian": float(cached)}
-
-
-def _numpy_state_from_tensors(state: dict[str, Any]) -> tuple:
-    keys = state["keys"].cpu().numpy().astype(np.uint32)
-    return (state["name"], keys, state["pos"], state["has_gauss"], state["cached_gaussian"])
+SUMMARY_FILE = "summary.json"
+METRICS_FILE = "metrics.jsonl"
+TRAIN_LOG_FILE = "train_log.jsonl"
+# What --fresh discards (config.yaml is written again by every session).
+RUN_FILES = (CHECKPOINT, SUMMARY_FILE, METRICS_FILE, TRAIN_LOG_FILE, QUALITATIVE_FILE)
 
 
 class NonFiniteLossError(RuntimeError):
@@ -63,12 +58,11 @@ def resolve_device(name: str) -> torch.device:
 
 
 class Trainer:
-    def __init__(self, cfg: Config, progress: bool = True, dist: "runinfo.DistInfo | None" = None):
+    def __init__(self, cfg: Config, progress: bool = True, dist: summary.DistInfo | None = None):
         self.cfg = cfg
         self.progress = progress
-        self.dist = dist or runinfo.DistInfo()
+        self.dist = dist or summary.DistInfo()
         # Everything that can be checked without data comes first: a bad method or budget creates nothing.
-        from datasets.catalog import get_spec
         self.device = resolve_device(cfg.train.device) if not self.dist.enabled else self.dist.device
         # Before any tensor exists: the CPU libraries fix their instruction set at first use.
         self.numerics = apply_numerics(cfg.train.cpu_numerics, self.device.type, cfg.train.compile)
@@ -149,9 +143,7 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(), "method": self.method.state_dict(), "best": best,
             "train_time": train_time, "config_hash": self.cfg.hash(), "last": last, "threads": self.threads,
             "cpu_numerics": self.numerics_sessions, "peak_memory_mb": self._peak_memory(),
-            "rng": {"python": random.getstate(), "numpy": _numpy_state_to_tensors(np.random.get_state()),
-                    "torch": torch.get_rng_state(),
-                    "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None},
+            "rng": rng_states(),
         }
         atomic_write(self.run_dir / CHECKPOINT, lambda f: torch.save(state, f), mode="wb")
         self.peak_recorded = state["peak_memory_mb"]
@@ -173,17 +165,12 @@ class Trainer:
         self.extra.load_state_dict(state["extra"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.method.load_state_dict(state["method"])
-        rng = state["rng"]
-        random.setstate(rng["python"])
-        np.random.set_state(_numpy_state_from_tensors(rng["numpy"]))
-        torch.set_rng_state(rng["torch"].cpu())
-        if rng["cuda"] is not None and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(rng["cuda"])
+        restore_rng_states(state["rng"])
         return state
 
     def _truncate_logs(self, step: int) -> None:
         """Drop log lines written after the checkpoint we resume from (they will be written again)."""
-        for name, read in (("metrics.jsonl", read_jsonl), ("train_log.jsonl", read_train_log)):
+        for name, read in ((METRICS_FILE, read_jsonl), (TRAIN_LOG_FILE, read_train_log)):
             path = self.run_dir / name   # an old train log is rewritten under today's scalar names
             rewrite_jsonl(path, [r for r in read(path) if r.get("iter", 0) <= step])
 
@@ -193,43 +180,66 @@ class Trainer:
         training it raises runlock.RunLockedError, or with `wait` is waited for."""
         if not self.dist.is_main:
             return self._fit(fresh)
-        existing = runinfo.read_summary(self.run_dir / "summary.json")
-        if not fresh and existing and existing.get("status") == "complete" and \
-                existing.get("config_hash") == self.cfg.hash():
-            return existing
+        finished = None if fresh else self._finished_summary()
+        if finished is not None:
+            return finished
         with runlock.run_lock(self.run_dir, wait=wait):
             return self._fit(fresh)
 
     def _fit(self, fresh: bool) -> dict[str, Any]:
-        summary_path = self.run_dir / "summary.json"
         if fresh and self.dist.is_main:
-            for name in (CHECKPOINT, "summary.json", "metrics.jsonl", "train_log.jsonl", QUALITATIVE_FILE):
+            for name in RUN_FILES:
                 (self.run_dir / name).unlink(missing_ok=True)
-        existing = runinfo.read_summary(summary_path)
+        finished = self._finished_summary()
+        if finished is not None:
+            return finished
+        self.setup()
+        state = self._resume()
+        streams = self.streams(state["step"] if state else 0)
+        session = self._open_session(state, streams)
+        self.model.train()
+        for step in range(session.start, session.total):
+            out = self._timed_train_step(streams, step, session)
+            done = step + 1
+            self._log_train_step(done, out, session)
+            session.show(out)
+            if session.evaluation_due(done):
+                self._evaluate_and_keep_best(done, session)
+                self._checkpoint(done, session)
+            elif session.checkpoint_due(done):
+                self._checkpoint(done, session)
+        session.close()
+        return self._finish(session)
+
+    def _finished_summary(self) -> dict[str, Any] | None:
+        """The run's summary if it is complete and of this config (nothing left to train), else None."""
+        existing = summary.read_summary(self.run_dir / SUMMARY_FILE)
         if existing and existing.get("status") == "complete" and existing.get("config_hash") == self.cfg.hash():
             return existing
-        self.setup()
+        return None
+
+    def _resume(self) -> dict[str, Any] | None:
+        """The checkpoint this session goes on from (None: step 0), with the run's records brought up to it."""
         if self.dist.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
         state = self._load_checkpoint()
-        start = state["step"] if state else 0
-        best = state["best"] if state else None
-        train_time = state["train_time"] if state else 0.0
         self.threads = threads_record(state, self.run_dir)
         self.numerics_sessions = numerics_record(state, self.run_dir, numerics_label(self.numerics))
         self.peak_recorded = state.get("peak_memory_mb") if state else None
-        checkpoint_step = start if state else None
         if self.dist.is_main:
             save_yaml(self.cfg.to_dict(), self.run_dir / "config.yaml")
             if state:
-                self._truncate_logs(start)
+                self._truncate_logs(state["step"])
+        return state
 
-        streams = self.streams(start)
+    def _open_session(self, state: dict[str, Any] | None, streams: Streams) -> Session:
+        """What this session's loop needs: its steps and their evaluations, the validation data, the live
+        logs and the progress bar."""
+        start = state["step"] if state else 0
         total = self.total_steps(streams.steps_per_epoch)
         every = evaluation_interval(self.cfg.eval, total, streams.steps_per_epoch)
         if state and self.dist.is_main:
             print(f"resuming {self.run_dir} from its checkpoint at step {start}/{total}", file=sys.stderr)
-        images_per_step = streams.images_per_step
         facts = run_facts(self.cfg, world_size=self.dist.world_size, labeled_batch=self.labeled_batch,
                           batch=self.batch, every=every, total=total, precision=self.precision())
         self._val = val_loader(self.cfg, self.plan, self.dist.rank, self.dist.world_size)
@@ -237,72 +247,80 @@ class Trainer:
         live = TensorBoardLog(self.cfg.train.tensorboard and self.dist.is_main, self.run_dir)
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
-
         bar = tqdm(total=total, initial=start, disable=not (self.progress and self.dist.is_main),
                    desc=f"{self.cfg.method['name']} {self.plan.spec.name}/{self.plan.split} seed{self.cfg.train.seed}",
                    dynamic_ncols=True, leave=False)
-        session_steps, session_time = 0, 0.0
         # A checkpoint at the last step already holds the last evaluation (rebuilding the summary adds nothing).
         last = final_evaluation(state, self.run_dir) if state and start >= total else None
-        self.model.train()
-        for step in range(start, total):
-            tick = time.perf_counter()
-            try:
-                out = self.train_step(streams, step, total)
-            except NonFiniteLossError as exc:
-                # Recorded as diverged (mIoU NaN) so the report shows it; the checkpoint before it is kept.
-                kept = (f"the checkpoint at step {checkpoint_step} is kept" if checkpoint_step is not None
-                        and (self.run_dir / CHECKPOINT).exists() else "no checkpoint had been written yet")
-                exc.args = (f"{exc.args[0]}; {kept}",)
-                if self.dist.is_main:
-                    nan = {"iter": step + 1, "miou": None, "per_class": {}}
-                    atomic_write_json(summary_path, {**self._summary(
-                        nan, nan, total, train_time + session_time, session_steps and
-                        session_time / session_steps, images_per_step, facts), "status": "diverged"})
-                raise
-            session_time += time.perf_counter() - tick
-            session_steps += 1
-            done = step + 1
-            if self.dist.is_main and (done % self.cfg.train.log_every == 0 or done == total):
-                append_jsonl(self.run_dir / "train_log.jsonl", {"iter": done, **out})
-                live.train(done, out)
-            bar.update(1)
-            bar.set_postfix(loss=f"{out['loss']:.3f}", best=f"{best['miou']:.1f}" if best else "-")
-            if done % every == 0 or done == total:
-                last = self._evaluate(done, train_time + session_time)
-                live.evaluation(last)
-                if best is None or last["miou"] > best["miou"] or math.isnan(best["miou"]):
-                    best = last
-                    if qualitative is not None:   # the report's figures show the best-on-val predictions
-                        qualitative.save(self.model, self.run_dir, done, self.device)
-                ckpt_due = True
-            else:
-                ckpt_due = self.cfg.train.checkpoint_every > 0 and done % self.cfg.train.checkpoint_every == 0
-            if ckpt_due:
-                self._save_checkpoint(done, best, train_time + session_time, last)
-                checkpoint_step = done if self.cfg.output.save_checkpoint else checkpoint_step
-        bar.close()
-        live.close()
-        if last is None:  # resumed from a checkpoint written at the very last step
-            last = self._evaluate(total, train_time)
-        train_time += session_time
-        # train_time holds step time only (restored from the checkpoint), so this is the whole run's mean step.
-        summary = self._summary(best, last, total, train_time, train_time / total, images_per_step, facts)
+        return Session(start=start, total=total, every=every, checkpoint_every=self.cfg.train.checkpoint_every,
+                       images_per_step=streams.images_per_step,
+                       facts=facts, best=state["best"] if state else None, last=last,
+                       train_time=state["train_time"] if state else 0.0,
+                       checkpoint_step=start if state else None, qualitative=qualitative, live=live, bar=bar)
+
+    def _timed_train_step(self, streams: Streams, step: int, session: Session) -> dict[str, float]:
+        tick = time.perf_counter()
+        try:
+            out = self.train_step(streams, step, session.total)
+        except NonFiniteLossError as exc:
+            self._record_divergence(exc, step, session)
+            raise
+        session.step_seconds += time.perf_counter() - tick
+        session.steps += 1
+        return out
+
+    def _record_divergence(self, exc: NonFiniteLossError, step: int, session: Session) -> None:
+        """Recorded as diverged (mIoU NaN) so the report shows it; the checkpoint before it is kept."""
+        kept = (f"the checkpoint at step {session.checkpoint_step} is kept" if session.checkpoint_step is not None
+                and (self.run_dir / CHECKPOINT).exists() else "no checkpoint had been written yet")
+        exc.args = (f"{exc.args[0]}; {kept}",)
         if self.dist.is_main:
-            atomic_write_json(summary_path, summary)
-        return summary
+            nan = {"iter": step + 1, "miou": None, "per_class": {}}
+            atomic_write_json(self.run_dir / SUMMARY_FILE, {**self._summary(
+                nan, nan, session, session.elapsed(), session.steps and session.step_seconds / session.steps),
+                "status": "diverged"})
+
+    def _log_train_step(self, done: int, out: dict[str, float], session: Session) -> None:
+        if self.dist.is_main and (done % self.cfg.train.log_every == 0 or done == session.total):
+            append_jsonl(self.run_dir / TRAIN_LOG_FILE, {"iter": done, **out})
+            session.live.train(done, out)
+
+    def _evaluate_and_keep_best(self, done: int, session: Session) -> None:
+        session.last = self._evaluate(done, session.elapsed())
+        session.live.evaluation(session.last)
+        best = session.best
+        if best is None or session.last["miou"] > best["miou"] or math.isnan(best["miou"]):
+            session.best = session.last
+            if session.qualitative is not None:   # the report's figures show the best-on-val predictions
+                session.qualitative.save(self.model, self.run_dir, done, self.device)
+
+    def _checkpoint(self, done: int, session: Session) -> None:
+        self._save_checkpoint(done, session.best, session.elapsed(), session.last)
+        if self.cfg.output.save_checkpoint:
+            session.checkpoint_step = done
+
+    def _finish(self, session: Session) -> dict[str, Any]:
+        if session.last is None:  # resumed from a checkpoint written at the very last step
+            session.last = self._evaluate(session.total, session.train_time)
+        train_time = session.elapsed()
+        # train_time holds step time only (restored from the checkpoint), so this is the whole run's mean step.
+        record = self._summary(session.best, session.last, session, train_time, train_time / session.total)
+        if self.dist.is_main:
+            atomic_write_json(self.run_dir / SUMMARY_FILE, record)
+        return record
 
     def _peak_memory(self) -> float:
         """This session's peak, or an earlier session's when that was higher (carried in the checkpoint)."""
-        return round(max(runinfo.peak_memory_mb(self.device), self.peak_recorded or 0.0), 1)
+        return round(max(summary.peak_memory_mb(self.device), self.peak_recorded or 0.0), 1)
 
-    def _summary(self, best: dict, last: dict, total: int, train_time: float, step_time: float,
-                 images_per_step: int, facts: dict[str, Any]) -> dict[str, Any]:
+    def _summary(self, best: dict, last: dict, session: Session, train_time: float,
+                 step_time: float) -> dict[str, Any]:
         # The peak as the last checkpoint recorded it, so a summary rebuilt from the final checkpoint (a
         # session that trains nothing) states the same figure; measured now only where none was written.
         peak = self.peak_recorded if self.peak_recorded is not None else self._peak_memory()
-        return {**runinfo.summary(self.cfg, self.method, self.plan, best, last, total, train_time, step_time,
-                                  images_per_step * self.dist.world_size, self.device, facts),
+        return {**summary.summary(self.cfg, self.method, self.plan, best, last, session.total, train_time,
+                                  step_time, session.images_per_step * self.dist.world_size, self.device,
+                                  session.facts),
                 "split_lists": self.split_lists, "threads": self.threads, "peak_memory_mb": peak,
                 "cpu_numerics": {**self.numerics, "sessions": self.numerics_sessions}}
 
@@ -350,6 +368,6 @@ class Trainer:
         record = {"iter": step, "miou": float(result["miou"]),
                   "per_class": {k: float(v) for k, v in result["per_class"].items()}, "elapsed_s": elapsed}
         if self.dist.is_main:
-            append_jsonl(self.run_dir / "metrics.jsonl", record)
+            append_jsonl(self.run_dir / METRICS_FILE, record)
         self.model.train()
         return record

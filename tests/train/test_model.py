@@ -4,8 +4,8 @@ import urllib.error
 import pytest
 import torch
 
-from benchmark.train.backbones import SmallResNet, build_backbone
-from benchmark.train.model import DeepLabV3Plus, ModelError, WeightsError, build_model, count_parameters
+from benchmark.train.backbones import SmallResNet, WeightsError, build_backbone
+from benchmark.train.model import DeepLabV3Plus, ModelError, build_model, count_parameters
 
 SIZE = 33  # odd on purpose: bilinear align_corners upsampling must still return the input size
 

@@ -13,9 +13,9 @@ import torch.nn.functional as F
 from benchmark.train.config import ConfigError, resolve
 from benchmark.train.data_plan import Streams, plan_data
 from benchmark.train.model import build_model
-from benchmark.train.schedule import (evaluation_interval, evaluation_steps, ohem_min_kept_per_process,
-                                per_process_batch, steps_per_epoch)
 from benchmark.train.run_setup import build_method
+from benchmark.train.schedule import (evaluation_interval, evaluation_steps, ohem_min_kept_per_process,
+                                      per_process_batch, steps_per_epoch)
 from benchmark.train.trainer import CHECKPOINT, Trainer, seed_everything
 
 
