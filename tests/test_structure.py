@@ -64,7 +64,7 @@ def test_training_does_not_import_the_report(modules):
     assert not {m for m in _imports_of("benchmark.train.trainer", modules) if m.startswith("benchmark.report")}
 
 
-@pytest.mark.parametrize("command", ["benchmark.grid", "benchmark.ablate", "benchmark.report"])
+@pytest.mark.parametrize("command", ["benchmark.grid", "benchmark.ablate", "benchmark.train", "benchmark.report"])
 def test_help_is_answered_before_torch_loads(command):
     out = subprocess.run([sys.executable, "-X", "importtime", "-m", command, "--help"], cwd=ROOT,
                          capture_output=True, text=True)

@@ -107,7 +107,7 @@ class OutputConfig:
 
 
 def _builtin_methods() -> tuple:
-    from methods.registry import builtin_names
+    from methods.registry import builtin_names   # torch: the config stays light for the commands' --help
     return builtin_names()
 
 
