@@ -65,35 +65,29 @@ class SameRun:
 
 
 class Method:
-    """Subclass it directly, declare what applies (every declaration has a neutral default) and write `losses`.
-
-    Who it is:      name, display_name ("" = name), description, Params (dataclass: `method.<key>=...`),
-                    views (subset of VIEW_NAMES; empty = labeled images only)
-    Its switches:   components (name -> default), component_help, component_terms (the loss terms each one adds
-                    or changes; tests/methods/test_switches.py holds every other term bit-identical),
-                    component_requires (the component each one acts through: ablation variants equal once this
-                    applies are trained once)
-    What it builds on (read by ablation grids, step-time ratios, the report's significance table, same-run):
-                    base (a registered method, "" = none), own_components (the paper's own switches; None =
-                    those the base lacks), reduces_to_base (own switches off = the base exactly; claimed only
-                    where tests/grid/test_same_run.py shows identical weights)
-    How reports treat it:  from_paper_description (our reading of an abstract-only paper),
-                    significance_baseline (every method is tested against it: supervised, unimatch)
-    """
+    """Subclass it directly, declare what applies (each declaration defaults to none) and write `losses`.
+    A method built on another holds an instance of it (`make_base`)."""
+    # Who it is.
     name: ClassVar[str] = ""
-    display_name: ClassVar[str] = ""
+    display_name: ClassVar[str] = ""                # how reports name it ("" = name)
     description: ClassVar[str] = ""
-    Params: ClassVar[type] = NoParams
-    views: ClassVar[frozenset[str]] = frozenset()
-    components: ClassVar[dict[str, bool]] = {}
-    component_help: ClassVar[dict[str, str]] = {}
+    Params: ClassVar[type] = NoParams               # dataclass of typed hyper-parameters: method.<key>=...
+    views: ClassVar[frozenset[str]] = frozenset()   # subset of registry.VIEW_NAMES; none: labeled images only
+    # Its switches (method.components.<name>=true|false), each by name.
+    components: ClassVar[dict[str, bool]] = {}      # the default
+    component_help: ClassVar[dict[str, str]] = {}   # what it does (train --list)
+    # The loss terms it adds or changes: with it off every other term stays bit-identical (test_switches.py).
     component_terms: ClassVar[dict[str, tuple[str, ...]]] = {}
+    # The component it acts through: ablation variants equal once this applies are trained once.
     component_requires: ClassVar[dict[str, str]] = {}
-    base: ClassVar[str] = ""
-    own_components: ClassVar[tuple[str, ...] | None] = None
+    # What it builds on: ablation grids, step-time ratios, the report's significance table and same_run_as.
+    base: ClassVar[str] = ""                        # a registered method ("" = none, a baseline)
+    own_components: ClassVar[tuple[str, ...] | None] = None   # its paper's switches (None = those base lacks)
+    # Own switches off = its base exactly; claimed only where tests/grid/test_same_run.py shows equal weights.
     reduces_to_base: ClassVar[bool] = False
-    from_paper_description: ClassVar[bool] = False
-    significance_baseline: ClassVar[bool] = False
+    # How reports treat it.
+    from_paper_description: ClassVar[bool] = False  # our reading of an abstract-only paper
+    significance_baseline: ClassVar[bool] = False   # every method is tested against it (supervised, unimatch)
 
     def __init__(self, params: Any, components: dict[str, bool], ctx: MethodContext):
         self.params = params
@@ -175,7 +169,9 @@ class Method:
         own."""
         effective = self.effective_components(self.on)
         base = self.resolved_base()
-        if not self.reduces_to_base or not base or any(effective[c] for c in self.paper_components()) or self.differs_from_base():
+        if not self.reduces_to_base or not base:
+            return None
+        if any(effective[c] for c in self.paper_components()) or self.differs_from_base():
             return None
         base_cls = get(base)
         return SameRun(base_cls.name, *self.settings_for(base_cls))
