@@ -9,13 +9,12 @@ index).
 Class cue (`SceneParams.class_cue`). Besides its shape, an animal's fill tells its class by luminance: bird is
 dark, elephant mid-grey, giraffe bright (a luminance band per class), with the texture's own pattern inside
 the band and a mild random tint. Why luminance: the papers' effect needs a teacher that is right on animals
-after a few labels, and a small CNN from scratch learns brightness within a few hundred steps, where shape or
-texture alone took over 1000 (measured: mIoU with all labels no better than with 8 at 400 steps). Unlike hue,
-luminance survives the recipe's strong views (colour jitter, grayscale, blur), so weak-to-strong consistency
-does not fight the cue. What stays hard is the animal/background split: backgrounds span every luminance, so
-which pixels are animal needs shape and context, and that is where 8 labels fall short and unlabeled images
-help (the README gives the measured grid). `class_cue: none` gives the v1 scenes, where
-texture and colour carry no class information.
+after a few labels, and a small CNN from scratch learns brightness much sooner than shape or texture alone
+(docs/embedded-benchmark.md lists the regimes tried). Unlike hue, luminance survives the recipe's strong views
+(colour jitter, grayscale, blur), so weak-to-strong consistency does not fight the cue. What stays hard is the
+animal/background split: backgrounds span every luminance, so which pixels are animal needs shape and context,
+and that is where 8 labels fall short and unlabeled images help (the README gives the measured grid).
+`class_cue: none` gives the v1 scenes, where texture and colour carry no class information.
 
 The output follows the Pascal VOC layout with UniMatch split lists, so the generic reader handles it:
 `JPEGImages/<id>.png`, `SegmentationClass/<id>.png` (palettized), `splits/<split>/{labeled,unlabeled}.txt`,
@@ -154,7 +153,7 @@ def _random_crop(rng: np.random.Generator, source: Image.Image, out_size: int, s
 
 
 class SceneComposer:
-    """Draws scenes for one (params, seed); holds the decoded sources so each image costs ~1 ms."""
+    """Draws scenes for one (params, seed); holds the decoded sources so that drawing an image decodes none."""
 
     def __init__(self, params: SceneParams, seed: int, shapes: np.ndarray, labels: np.ndarray):
         self.params, self.seed, self.shapes = params, seed, shapes

@@ -13,8 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from datasets import IGNORE_INDEX
-from methods.base import LossSettings
-
+from methods.settings import LossSettings, MethodError
 
 
 # --- losses -------------------------------------------------------------------------------------------------
@@ -45,7 +44,6 @@ def ohem_cross_entropy(logits: torch.Tensor, target: torch.Tensor, ignore_index:
 
 def check_shards(batch: int, shards: int) -> None:
     if shards < 1 or batch % shards:
-        from methods.base import MethodError
         raise MethodError(f"a batch of {batch} images does not split into {shards} loss shards "
                           f"(train.loss_shards over the world size must divide the batch per process)")
 
@@ -57,7 +55,6 @@ class LabeledLoss(nn.Module):
     def __init__(self, settings: LossSettings, ignore_index: int = IGNORE_INDEX, shards: int = 1):
         super().__init__()
         if settings.criterion not in ("ce", "ohem"):
-            from methods.base import MethodError
             raise MethodError(f"loss.criterion must be 'ce' or 'ohem', got {settings.criterion!r}")
         self.settings = settings
         self.ignore_index = ignore_index

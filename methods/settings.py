@@ -1,4 +1,5 @@
-"""Plain settings shared by the method interface and the config (no torch here: the config imports it).
+"""Plain settings and the method error, shared by the method interface, the registry and the config (no torch
+here: the config imports it).
 
 `LossSettings` is both the config's `loss` section and what a method receives in its context; `coerce` is the
 one conversion of a YAML/CLI value to a declared type, used for config keys and for method parameters.
@@ -8,6 +9,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from typing import Any, get_origin
+
+
+class MethodError(ValueError):
+    """Unknown method or component, or a bad method parameter."""
 
 
 @dataclass(frozen=True)

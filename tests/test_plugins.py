@@ -14,7 +14,8 @@ import yaml
 from benchmark import plugins
 from benchmark.train.config import ConfigError, resolve
 from methods import registry
-from methods.base import _REGISTRY, MethodError
+from methods.base import MethodError
+from methods.registry import _REGISTRY
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE = REPO / "examples" / "ema_fixmatch.py"

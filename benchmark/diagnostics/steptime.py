@@ -85,7 +85,7 @@ def measure_one(method: str, profile: str, overrides: list[str], warmup: int, st
         autocast_bf16 = trainer.precision() == "bf16"
         return {"method": method, "step_s": step_s, "peak_memory_mb": memory, "device": str(device),
                 "device_name": flops.device_name(device), "precision": flops.precision_of(device, autocast_bf16),
-                "flops_per_step": flops_per_step, "base": trainer.method.base or None,
+                "flops_per_step": flops_per_step, "base": trainer.method.resolved_base() or None,
                 "images_per_step": streams.images_per_step}
 
 

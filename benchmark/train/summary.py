@@ -97,7 +97,7 @@ def method_identity(cfg: Config, method) -> dict[str, Any]:
         "display_name": method.display_name or method.name,
         "from_paper_description": method.from_paper_description,
         "significance_baseline": method.significance_baseline,
-        "user_supplied": is_user_supplied(type(method)), "base": method.base or None,
+        "user_supplied": is_user_supplied(type(method)), "base": method.resolved_base() or None,
     }
 
 

@@ -97,7 +97,7 @@ class Trainer:
         self.model = self.dist.wrap(self.model)
         if cfg.train.compile:   # in place: attributes (encode, decode) and state_dict keys stay as they are
             self.model.compile()
-        self.extra = self.method.trainable_modules().to(self.device)
+        self.extra = self.method.build_modules().to(self.device)
         self.dist.broadcast_parameters([self.model, self.extra])
         if self.dist.enabled:  # identical initial weights, but independent dropout/masking per process
             torch.manual_seed(cfg.train.seed + 1000 * self.dist.rank)

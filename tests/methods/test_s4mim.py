@@ -136,6 +136,7 @@ def test_reconstruction_counts_only_masked_pixels_of_the_class(pixel_model):
     torch.manual_seed(0)
     maps = blobs(n=2, size=16)
     inputs = classwise_inputs(torch.randn(2, 3, 16, 16), maps, 3, 1, 4, 0.5)
+    method.build_modules()
     base = method.mim_terms(pixel_model, inputs)["loss_mim"]
     elsewhere = inputs.originals.clone()
     elsewhere[~inputs.target.unsqueeze(1).expand_as(elsewhere)] += 5
@@ -153,6 +154,7 @@ def test_semantic_term_is_ce_on_masked_class_pixels(pixel_model):
     torch.manual_seed(0)
     inputs = plain_inputs(torch.randn(2, 3, 16, 16), blobs(n=2, size=16), torch.ones(2, 16, 16, dtype=torch.bool),
                           4, 0.5)
+    method.build_modules()
     loss = method.mim_terms(pixel_model, inputs)["loss_sem"]
     logits = pixel_model(inputs.images)
     scored = inputs.masked & (inputs.class_map >= 0)
@@ -163,7 +165,7 @@ def test_semantic_term_is_ce_on_masked_class_pixels(pixel_model):
 def test_gradients_reach_the_intended_modules(pixel_model):
     method = build()
     out = run(method, pixel_model, make_batch(size=16))
-    decoder = list(method.trainable_modules().parameters())
+    decoder = list(method.build_modules().parameters())
     model_params = list(pixel_model.parameters())
     for name, reaches_decoder in (("loss_mim", True), ("loss_agg", False), ("loss_sem", False)):
         grads = torch.autograd.grad(out.terms[name], decoder + model_params, allow_unused=True, retain_graph=True)
@@ -177,14 +179,14 @@ def test_no_eligible_class_gives_zero_terms_that_still_reach_the_decoder(pixel_m
     out = run(method, pixel_model, make_batch(size=16))
     assert out.scalars["mim_inputs"] == 0 and all(out.terms[t].item() == 0 for t in MIM_TERMS)
     out.total.backward()
-    assert all(p.grad is not None for p in method.trainable_modules().parameters())
+    assert all(p.grad is not None for p in method.build_modules().parameters())
 
 
 def test_decoder_is_built_on_request_so_the_trainer_seed_sets_its_init():
     def first_weight(seed):
         method = build()
         torch.manual_seed(seed)
-        return next(iter(method.trainable_modules().parameters())).detach().clone()
+        return next(iter(method.build_modules().parameters())).detach().clone()
     assert torch.equal(first_weight(0), first_weight(0)) and not torch.equal(first_weight(0), first_weight(1))
 
 
@@ -225,7 +227,7 @@ def test_all_mim_switches_off_is_unimatch(model_kind, components, pixel_model):
     assert torch.equal(uni.total, s4.total)
     assert uni.terms.keys() == s4.terms.keys()
     assert all(torch.equal(uni.terms[k], s4.terms[k]) for k in uni.terms)
-    assert len(ours.trainable_modules()) == 0 and ours.needs() == build("unimatch", uni_components).needs()
+    assert len(ours.build_modules()) == 0 and ours.needs() == build("unimatch", uni_components).needs()
 
 
 def test_masked_forward_leaves_batchnorm_running_statistics_alone():
