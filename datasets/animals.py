@@ -36,6 +36,7 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageFilter
+from tqdm import tqdm
 
 from datasets import REPO_ROOT
 from datasets.draws import (PINNED_DIGESTS_FILE, ContentDigest, DrawRecord, check_digest, draw_folder, pin_digest,
@@ -308,7 +309,7 @@ def _generation_lock(root: Path):
     """Runs started side by side on a missing folder wait for one generator instead of writing in parallel."""
     root.mkdir(parents=True, exist_ok=True)
     try:
-        import fcntl
+        import fcntl   # POSIX only: Windows has none (below)
     except ImportError:   # no fcntl (Windows): no lock; atomic writes still keep every file whole
         yield
         return
@@ -325,8 +326,6 @@ def _write_dataset(root: Path, variant: str, params: SceneParams, seed: int, pro
     shapes, labels = load_silhouettes()
     composer = SceneComposer(params, seed, shapes, labels)
     palette = voc_palette()
-
-    from tqdm import tqdm
     jobs = [("train", i) for i in range(params.num_train)] + [("val", i) for i in range(params.num_val)]
     arrays: dict[Path, np.ndarray] = {}
     class_pixels = np.zeros((params.num_train, len(params.animals)), dtype=np.int64)
