@@ -5,7 +5,7 @@ import errno
 import sys
 from typing import Callable
 
-from benchmark.io import DiskFullError
+from datasets.io import DiskFullError
 from benchmark.train.config_files import ConfigError
 from benchmark.train.runlock import EXIT_RUNNING_ELSEWHERE, RunLockedError
 from datasets.errors import DataError

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import zlib
 from contextlib import contextmanager
@@ -43,6 +42,7 @@ from datasets.draws import (PINNED_DIGESTS_FILE, ContentDigest, DrawRecord, chec
                             pin_key, verified_digest)
 from datasets.draws import label_splits as draw_label_splits
 from datasets.errors import DataError
+from datasets.io import atomic_write_files, atomic_write_text
 from datasets.palette import voc_palette
 from datasets.silhouettes import PACKAGE_ANIMALS, load_silhouettes
 
@@ -86,11 +86,9 @@ class SceneParams:
     labeled_draw: str = "stratified"         # stratified | random: how each label split picks its images
 
 
-# v1 (class_cue none, 1-2 objects of 44-52 px) was calibrated for shape as the only cue; at CPU budgets it
-# left labels no bottleneck. v2 adds the luminance cue and 2-3 smaller objects (32-44 px: more animal pixels
-# and more animal/background boundary per image). Measured with the default profile (resnet_small width 8,
-# 400 steps of 4, 5 seeds, clean-clone `bash run_all.sh`): 8 labels (split 1_128) supervised 36.6, FixMatch
-# 42.4 (p = 0.017), UniMatch 39.2; all labels 50.9. Every regime tried: docs/embedded-benchmark.md.
+# v1 (class_cue none, 1-2 objects of 44-52 px) made shape the only cue, and labels were no bottleneck at the
+# default profile's budget. v2 adds the luminance cue and 2-3 smaller objects (32-44 px: more animal pixels
+# and more animal/background boundary per image). What each version measured: docs/embedded-benchmark.md.
 VARIANTS = {
     "default": SceneParams(
         image_size=64, num_train=1024, num_val=320, animals=("bird", "elephant", "giraffe"),
@@ -218,25 +216,11 @@ def _illumination_gradient(rng: np.random.Generator, size: int, strength: float)
 # ---------------------------------------------------------------------------------------------------------
 # Writing the VOC-layout folder.
 
-def _atomic_write(path: Path, write) -> None:
-    """Writes via a temp file in the same folder + os.replace, so a killed run never leaves a torn file."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def _write_png(path: Path, array: np.ndarray, palette: list[int] | None = None) -> None:
     image = Image.fromarray(array)
     if palette is not None:
         image.putpalette(palette)   # turns the "L" image into "P" keeping the values (= class ids)
-    _atomic_write(path, lambda tmp: image.save(tmp, format="PNG"))
-
-
-def _write_text(path: Path, text: str) -> None:
-    _atomic_write(path, lambda tmp: tmp.write_text(text))
+    atomic_write_files({path: lambda tmp: image.save(tmp, format="PNG")})   # a killed run leaves no torn file
 
 
 def sample_id(split: str, index: int) -> str:
@@ -347,13 +331,13 @@ def _write_dataset(root: Path, variant: str, params: SceneParams, seed: int, pro
         texts[root / "splits" / name / "labeled.txt"] = "".join(_line(sample_id("train", i)) for i in labeled)
         texts[root / "splits" / name / "unlabeled.txt"] = "".join(_line(sample_id("train", i)) for i in unlabeled)
     for path, text in texts.items():
-        _write_text(path, text)
+        atomic_write_text(path, text)
     digest = ContentDigest()
     for path in _expected_files(root, params):
         name = path.relative_to(root).as_posix()
         digest.add_array(name, arrays[path]) if path in arrays else digest.add_text(name, texts[path])
     manifest = {**_manifest(variant, params, seed), "digest": digest.hexdigest()}
-    _write_text(root / MANIFEST_NAME, json.dumps(manifest, indent=2) + "\n")
+    atomic_write_text(root / MANIFEST_NAME, json.dumps(manifest, indent=2) + "\n")
 
 
 def ensure_draw(root: str | Path, seed: int, design: str, custom_allowed: bool, variant: str = "default"

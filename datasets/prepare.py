@@ -19,7 +19,6 @@ import os
 import random
 import shutil
 import sys
-import tempfile
 import urllib.error
 from pathlib import Path
 from typing import BinaryIO, Callable, Optional
@@ -32,6 +31,7 @@ from tqdm import tqdm
 from datasets import IGNORE_INDEX, REPO_ROOT, manifest
 from datasets.catalog import DatasetSpec, get_spec
 from datasets.errors import DataError
+from datasets.io import atomic_write_files
 from datasets.splits import LABELED_FILE, UNLABELED_FILE, VAL_FILE, read_split_file, sha256_file
 
 REAL_DATASETS = tuple(sorted({path.split("/")[0] for path in manifest.FILES}))
@@ -118,19 +118,14 @@ class Problems:
 
 def install_verified(dest: Path, expected_sha: str, write: Callable[[BinaryIO], None], source: str) -> None:
     """Write into a temp file beside `dest`, verify its sha256, then os.replace: a bad file never lands."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp")
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as handle:
+    def verified(tmp: Path) -> None:
+        with open(tmp, "wb") as handle:
             write(handle)
         actual = sha256_file(tmp)
         if actual != expected_sha:
             raise DataError(f"{dest} from {source}: sha256 {actual} does not match the pinned {expected_sha} "
                             f"(file not written)")
-        os.replace(tmp, dest)
-    finally:
-        tmp.unlink(missing_ok=True)
+    atomic_write_files({dest: verified})
 
 
 class DownloadError(DataError):

@@ -156,7 +156,7 @@ class Method:
         """`method_cls`'s parameters and switches as this instance sets them (the same names; others default)."""
         names = [f.name for f in dataclasses.fields(method_cls.Params) if hasattr(self.params, f.name)]
         params = method_cls.Params(**{name: getattr(self.params, name) for name in names})
-        return params, {c: self.on[c] for c in method_cls.components}
+        return params, {c: self.on[c] for c in method_cls.components if c in self.on}
 
     def make_base(self, method_cls: type[Method]) -> Method:
         """An instance of the method this one builds on, set as this one sets it: S4MIM and MaskMatch hold a

@@ -34,7 +34,7 @@ from methods.common import (PseudoLabeler, PseudoLabels, confident_cross_entropy
                             random_patch_mask)
 from methods.unimatch import UniMatch
 
-BASE_COMPONENTS = ("feature_perturbation", "dual_strong")   # UniMatch's own switches
+BASE_COMPONENTS = tuple(UniMatch.components)   # UniMatch's own switches
 
 
 @dataclass

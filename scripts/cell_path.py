@@ -1,5 +1,5 @@
 """A cell's path through the orchestration, traced: which `benchmark` functions the runner calls, across which
-modules, for one smoke-grid cell (`--no-report`; the cell's own training runs in its subprocess and is not traced).
+modules, for the smoke grid of the lower-bound method, one seed (`--no-report`; the cell's own training runs in its subprocess and is not traced).
 
     python scripts/cell_path.py [--entry benchmark.grid.runner:execute] [--list]
 
@@ -25,7 +25,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 LEAVE_OUT = ("benchmark.report", "benchmark.cli")
-LAYERS = {"benchmark.io": 0, "benchmark.plugins": 0, "benchmark.numerics": 0, "benchmark.train.config": 0,
+LAYERS = {"datasets.io": 0, "benchmark.plugins": 0, "benchmark.numerics": 0, "benchmark.train.config": 0,
           "benchmark.train.config_files": 0, "benchmark.train": 1, "benchmark.grid.cells": 2, "benchmark.grid.plan": 3,
           "benchmark.grid": 4, "benchmark.grid.runner": 5, "benchmark.train.command": 5, "benchmark.ablate": 5}
 OLD_NAMES = {"grid": "grid.cells", "cell_plan": "grid.plan", "cells": "grid.local", "runner": "grid.runner",
@@ -102,8 +102,9 @@ def main() -> int:
     parser.add_argument("--entry", default="benchmark.grid.runner:execute", help="module:function to trace from")
     parser.add_argument("--list", action="store_true", help="print every stop")
     args = parser.parse_args()
+    from methods import registry   # after sys.path holds the checkout
     with tempfile.TemporaryDirectory() as tmp:
-        argv = ["--profile", "smoke", "--methods", "supervised", "--seeds", "1", "--no-ablations", "--no-report",
+        argv = ["--profile", "smoke", "--methods", registry.lower_bound(), "--seeds", "1", "--no-ablations", "--no-report",
                 "--results-dir", tmp]
         calls = trace(args.entry, argv)
     stops = list(dict.fromkeys((a, b, m, up) for a, b, m, up in calls))

@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 from tabulate import tabulate
 
-from benchmark.io import atomic_write_json
+from datasets.io import atomic_write_json
 from benchmark.train.config import resolve
 from methods import registry
 

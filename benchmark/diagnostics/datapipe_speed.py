@@ -36,7 +36,7 @@ from PIL import Image, ImageFilter
 from tabulate import tabulate
 
 from benchmark.cli import run_main
-from benchmark.io import atomic_write_json
+from datasets.io import atomic_write_json
 from datasets.semi import SemiDataset
 from methods import registry
 

@@ -30,7 +30,7 @@ from benchmark.cli import run_main
 from benchmark.diagnostics import steptime
 from benchmark.diagnostics.datapipe_speed import (IMAGE_SETS, generate_tree, measure, strongest_baseline_title,
                                                   workers_needed)
-from benchmark.io import atomic_write_json, atomic_write_text
+from datasets.io import atomic_write_json, atomic_write_text
 from benchmark.train.config import resolve
 from benchmark.train.run_state import read_train_log
 from benchmark.train.trainer import Trainer

@@ -24,7 +24,7 @@ import torch
 
 from benchmark.cli import run_main
 from benchmark.numerics import ISA_ORDERS, MODES, PINNED_ISA, REPLACED_VAR, host_isa
-from benchmark.train.config import REPO_ROOT
+from datasets import REPO_ROOT
 from methods import registry
 
 # A host's oneDNN cap and the ATen capability such a host would have.

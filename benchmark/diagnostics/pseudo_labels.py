@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from benchmark.cli import run_main
-from benchmark.io import atomic_write_json
+from datasets.io import atomic_write_json
 from benchmark.train.config import ConfigError, load_run_config
 from benchmark.train.data_plan import plan_data
 from benchmark.train.model import build_model

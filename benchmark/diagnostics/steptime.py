@@ -38,7 +38,7 @@ from tqdm import tqdm
 
 from benchmark.cli import run_main
 from benchmark.diagnostics import cell_profile, flops
-from benchmark.io import atomic_write_json
+from datasets.io import atomic_write_json
 from benchmark.train.config import resolve
 from methods import registry
 

@@ -26,26 +26,27 @@ from typing import Iterable
 from tabulate import tabulate
 
 from benchmark import plugins
-from benchmark.grid import cells as grid
 from benchmark.grid import slurm, variants
 from benchmark.grid.arguments import build_parser
+from benchmark.grid.cells import GRID_PLACEHOLDER_METHOD, Cell, dedupe, grid_cells, load_plan, reference_cells
 from benchmark.grid.local import CellResult, fmt_time, run_local, train_argv
 from benchmark.grid.plan import TRAIN_COMMAND, CellPlan, CellState, Plans, RunOptions, cell_state, summary_best
 from benchmark.grid.same_run import same_run_of, write_pointer
-from benchmark.io import check_writable
-from benchmark.train.config import REPO_ROOT, anchor_override, resolve
+from datasets.io import check_writable
+from benchmark.train.config import anchor_override, resolve
 from benchmark.train.data_plan import plan_data, resolve_path
+from datasets import REPO_ROOT
 
 EXIT_FAILED = 1
 EXIT_INTERRUPTED = 130
 
 
-def execute(cells: list[grid.Cell], args: argparse.Namespace, jobs: int, title: str = "grid") -> int:
+def execute(cells: list[Cell], args: argparse.Namespace, jobs: int, title: str = "grid") -> int:
     """Plan, train, reuse, record. Returns the exit status."""
     opts = run_options(args, jobs)
     if not args.dry_run:
         check_folders(args, opts)
-    work = plan_work(grid.dedupe(cells), opts)
+    work = plan_work(dedupe(cells), opts)
     announce(work, title, args, opts, jobs)
     if args.dry_run:
         list_work(work, opts)
@@ -67,7 +68,7 @@ def execute(cells: list[grid.Cell], args: argparse.Namespace, jobs: int, title: 
 class Work:
     """The cells of one invocation, planned: what is finished, what to train, which variants reuse a run."""
     plans: Plans
-    cells: list[grid.Cell]                             # the cells to train or skip (reusing variants left out)
+    cells: list[Cell]                             # the cells to train or skip (reusing variants left out)
     states: dict[tuple, CellState]
     reused: dict[tuple, tuple[CellPlan, CellPlan]]     # variant key -> (its plan, the plan of the run it reuses)
 
@@ -77,21 +78,21 @@ class Work:
                 if self.states[c.key].finished]
 
     @property
-    def todo(self) -> list[grid.Cell]:
+    def todo(self) -> list[Cell]:
         return [c for c in self.cells if not self.states[c.key].finished]
 
 
-def plan_work(cells: list[grid.Cell], opts: RunOptions) -> Work:
+def plan_work(cells: list[Cell], opts: RunOptions) -> Work:
     """Each cell resolved once (every cell checked here, before anything runs); a variant that would train
     another cell's run exactly (S4MIM without MIM = UniMatch) reuses that run instead."""
     plans = Plans(opts)
     reused = {cell.key: (plans(cell), other) for cell in cells if (other := same_run_of(plans(cell), plans))}
-    kept = grid.dedupe([cell for cell in cells if cell.key not in reused] + [other.cell for _, other in reused.values()])
+    kept = dedupe([cell for cell in cells if cell.key not in reused] + [other.cell for _, other in reused.values()])
     return Work(plans, kept, {cell.key: cell_state(plans(cell)) for cell in kept}, reused)
 
 
 def run_options(args: argparse.Namespace, jobs: int) -> RunOptions:
-    cfg = resolve(profile=args.profile, dataset=args.dataset, method=grid.GRID_PLACEHOLDER_METHOD,
+    cfg = resolve(profile=args.profile, dataset=args.dataset, method=GRID_PLACEHOLDER_METHOD,
                   overrides=list(args.overrides))
     results = _abs(args.results_dir) if args.results_dir else str(resolve_path(cfg.output.results_dir))
     shared_cpu = jobs > 1 and args.launcher == "local"
@@ -159,7 +160,11 @@ def train(work: Work, args: argparse.Namespace, opts: RunOptions, jobs: int) -> 
                                done_before=done_before, total=total)
     prepare_data(work.plans(cell) for cell in todo)
     results = run_local(todo, opts, jobs, work.states, done_before=done_before, total=total)
-    return wait_for_elsewhere(results, opts, jobs, work.states)
+    try:
+        return wait_for_elsewhere(results, opts, jobs, work.states)
+    except KeyboardInterrupt as exc:   # the table then shows the cells that ended before the wait too
+        exc.results = results + getattr(exc, "results", [])   # type: ignore[attr-defined]
+        raise
 
 
 def prepare_data(plans: Iterable[CellPlan]) -> None:
@@ -292,9 +297,9 @@ def load_plugins(specs) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_intermixed_args(argv)
     load_plugins(args.plugin)
-    plan = grid.load_plan(args.profile, args.overrides, dataset=args.dataset, methods=args.methods,
+    plan = load_plan(args.profile, args.overrides, dataset=args.dataset, methods=args.methods,
                           splits=args.splits, seeds=args.seeds)
-    cells = grid.grid_cells(plan) + grid.reference_cells(plan)
+    cells = grid_cells(plan) + reference_cells(plan)
     if not args.no_ablations:
         for component in plan.ablations:
             cells += variants.ablation_cells(plan, component, methods_filter=args.methods)

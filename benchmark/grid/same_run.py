@@ -15,7 +15,7 @@ from typing import Any
 
 from benchmark.grid.cells import Cell
 from benchmark.grid.plan import CellPlan, Plans
-from benchmark.io import atomic_write_json
+from datasets.io import atomic_write_json
 from benchmark.train.summary import method_identity
 
 POINTER = "same_run.json"

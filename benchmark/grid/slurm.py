@@ -1,7 +1,7 @@
 """Run cells as one Slurm job array through submitit.
 
 Each array task runs one cell through the very same cell function as the local runner
-(`benchmark.grid.runner.run_cell`: a `python -m benchmark.train` subprocess with its log in RESULTS/logs/), so
+(`benchmark.grid.local.run_cell`: a `python -m benchmark.train` subprocess with its log in RESULTS/logs/), so
 results land in the same results store. The task is checkpointable in submitit's sense: on timeout or
 preemption submitit requeues it with the same arguments, and the trainer resumes from the run's
 checkpoint.pt. `--slurm-executor local` swaps in submitit's LocalExecutor, which runs the same submission on

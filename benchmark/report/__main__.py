@@ -10,7 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from benchmark.io import atomic_write_files
+from datasets.io import atomic_write_files
 from benchmark.report.errors import ReportError
 from benchmark.report.published import DEFAULT_PUBLISHED, DEFAULT_REGISTER, load_published, load_register
 

@@ -58,7 +58,7 @@ class AblationGroup:
 @dataclass
 class SweepCurve:
     """Measured best-on-val mIoU along one numeric config key that ablation variants set (the planned sweep
-    that trains them is benchmark.grid.cells.Sweep)."""
+    that trains them is benchmark.grid.variants.Sweep)."""
     dataset: str
     method: str
     key: str

@@ -9,7 +9,7 @@ import pandas as pd
 
 from benchmark.train.config_files import profile_report_note
 from datasets import REPO_ROOT
-from benchmark.io import atomic_write_text
+from datasets.io import atomic_write_text
 from benchmark.report import ablation, comparison, details, figures, qualitative
 from benchmark.report.labels import (CUSTOM_DATA_NOTE, PAPER_DESCRIPTION_NOTE, USER_SUPPLIED_NOTE,
                                      display_name, slugify, split_sort_key)

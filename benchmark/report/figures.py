@@ -12,7 +12,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
-from benchmark.io import atomic_write_files  # noqa: E402
+from datasets.io import atomic_write_files  # noqa: E402
 
 DPI = 150
 TEXT_WIDTH_IN = 6.7     # A4 portrait text width at 2 cm margins, so 1 figure inch ≈ 1 printed inch

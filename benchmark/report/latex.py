@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from benchmark.io import atomic_write_text
+from datasets.io import atomic_write_text
 from benchmark.report.labels import slugify
 from benchmark.report.document import Document, Table
 

@@ -18,7 +18,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from benchmark.io import atomic_write_text
+from datasets.io import atomic_write_text
 from benchmark.report.errors import ReportError
 from benchmark.report.labels import published_backbone, slugify
 from methods.registry import strongest_baseline

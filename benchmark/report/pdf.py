@@ -352,7 +352,7 @@ def _pdf_document(doc: Document, path: Path) -> _Doc:
 
 
 def write_pdf(doc: Document, path: Path) -> None:
-    """The PDF straight into `path`: the temp file benchmark.io's atomic writer hands over (see __main__.py)."""
+    """The PDF straight into `path`: the temp file datasets.io's atomic writer hands over (see __main__.py)."""
     _register_fonts()
     styles = _styles()
     story = _flowables(doc, styles)

@@ -16,12 +16,11 @@ from typing import Any, get_type_hints
 
 import yaml
 
-from benchmark.io import atomic_write_text
+from datasets.io import atomic_write_text
 from benchmark.numerics import MODES as NUMERICS_MODES
 from benchmark.plugins import load_plugins, normalise_all
 from benchmark.train.config_files import (ConfigError, Layer, dataset_layers, deep_merge, layer_sources, load_yaml,
                                           merge_layers, profile_layers)
-from datasets import REPO_ROOT  # noqa: F401 (benchmark.diagnostics and benchmark.grid take it from here)
 from datasets.draws import DESIGNS as DRAW_DESIGNS
 from methods.settings import LossSettings, coerce
 

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from benchmark.io import read_jsonl
+from datasets.io import read_jsonl
 
 
 def final_evaluation(state: dict, run_dir: Path) -> dict | None:

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmark.io import atomic_write
+from datasets.io import atomic_write
 from benchmark.train.evaluate import center_crop_box, predict
 from datasets.semi import SemiDataset
 from datasets.splits import read_split_file, val_path

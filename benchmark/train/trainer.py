@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from benchmark.io import append_jsonl, atomic_write, atomic_write_json, read_jsonl, rewrite_jsonl
+from datasets.io import append_jsonl, atomic_write, atomic_write_json, read_jsonl, rewrite_jsonl
 from benchmark.numerics import apply as apply_numerics, label as numerics_label
 from benchmark.train import runlock, summary
 from benchmark.train.config import Config, ConfigError, save_yaml

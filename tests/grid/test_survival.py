@@ -12,7 +12,7 @@ import torch
 
 from benchmark.grid import runner
 from benchmark.train import command as train_cli
-from benchmark.io import DiskFullError, atomic_write
+from datasets.io import DiskFullError, atomic_write
 from fixtures.report_factory import write_run
 from test_errors_io import copied_dataset, exit_and_err, train_args
 
@@ -97,14 +97,14 @@ def test_the_nan_message_says_whether_a_checkpoint_is_kept(every, claim, tiny_da
 
 
 def test_a_summary_rebuilt_from_the_final_checkpoint_keeps_the_training_peak(tiny_data, tmp_path, monkeypatch):
-    from benchmark.train import summary as runinfo
+    from benchmark.train import summary
     from benchmark.train.trainer import Trainer
     from test_reliability import make_cfg
-    monkeypatch.setattr(runinfo, "peak_memory_mb", lambda device: 900.0)     # the session that trained
+    monkeypatch.setattr(summary, "peak_memory_mb", lambda device: 900.0)     # the session that trained
     first = Trainer(make_cfg(tiny_data, tmp_path), progress=False).fit()
     run = Trainer(make_cfg(tiny_data, tmp_path), progress=False).run_dir
     (run / "summary.json").unlink()
-    monkeypatch.setattr(runinfo, "peak_memory_mb", lambda device: 300.0)     # one that only rebuilds
+    monkeypatch.setattr(summary, "peak_memory_mb", lambda device: 300.0)     # one that only rebuilds
     rebuilt = Trainer(make_cfg(tiny_data, tmp_path), progress=False).fit()
     assert first["peak_memory_mb"] == rebuilt["peak_memory_mb"] == 900.0
 

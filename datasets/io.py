@@ -1,4 +1,5 @@
-"""Atomic file writes: a reader (or a crash) never sees a half-written result or checkpoint.
+"""Atomic file writes, the one writer of every layer (datasets below, methods and benchmark above): a reader (or a
+crash) never sees a half-written image, split list, result or checkpoint.
 
 Files get the permissions the user's umask allows (0644 usually), like any file the user creates, so colleagues
 on a shared cluster can read results. A full disk is one `DiskFullError` naming the file; whatever was written
