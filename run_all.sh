@@ -11,11 +11,11 @@ REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 # --help needs only the standard library: answer it without (re)installing anything when a venv exists.
 for arg in "$@"; do
   if [[ "$arg" == "-h" || "$arg" == "--help" ]] && [[ -x "${BENCH_VENV:-$REPO/.venv}/bin/python" ]]; then
-    PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}" exec "${BENCH_VENV:-$REPO/.venv}/bin/python" -m benchmark.runner --help
+    PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}" exec "${BENCH_VENV:-$REPO/.venv}/bin/python" -m benchmark.grid --help
   fi
 done
 
 source "$REPO/scripts/ensure_env.sh"
 # Not `cd "$REPO"`: relative --data-root / --results-dir stay relative to where the user is.
 export PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}"
-exec "$PY" -m benchmark.runner "$@"
+exec "$PY" -m benchmark.grid "$@"

@@ -17,7 +17,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from benchmark.runner import add_run_arguments, execute
+from benchmark.grid.arguments import add_run_arguments
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -38,62 +38,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def describe_components() -> str:
-    from methods.registry import all_methods
-    lines = ["Components per method (paper = added over its base; the rest are inherited):"]
-    for name, cls in all_methods().items():
-        paper = cls.paper_components()
-        inherited = [c for c in cls.components if c not in paper]
-        lines.append(f"  {name:<11} paper: {', '.join(paper) or '-'}"
-                     + (f"; inherited: {', '.join(inherited)}" if inherited else ""))
-    return "\n".join(lines)
-
-
-def ablation_plan_cells(args: argparse.Namespace):
-    """The plan and the cells that --component / --sweep ask for."""
-    from benchmark import grid
-    from benchmark.config import ConfigError
-    from benchmark.cell_plan import plan_cell
-    from benchmark.runner import run_options
-    from methods.registry import get
-
-    sweeps = [grid.parse_sweep(text) for text in args.sweep]
-    if sweeps and not args.method:
-        raise ConfigError("--sweep needs --method (the method whose runs the sweep varies)")
-    owners: dict[str, list[str]] = {}
-    for component in args.component:
-        owners[component] = [cls.name for cls in grid.component_owners(component, args.method)]
-    methods = list(dict.fromkeys([m for names in owners.values() for m in names]
-                                 + ([get(args.method).name] if args.method else [])))
-    plan = grid.load_plan(args.profile, args.overrides, dataset=args.dataset, methods=methods, splits=args.splits,
-                          seeds=args.seeds, ablation_seeds=args.seeds)
-    splits = tuple(args.splits) if args.splits else plan.ablation_splits
-    cells: list[grid.Cell] = []
-    for component in args.component:
-        cells += grid.ablation_cells(plan, component, method=args.method, splits=splits)
-    if sweeps:
-        opts = run_options(args, jobs=1)
-        base = plan_cell(grid.Cell(args.method, plan.dataset, splits[0], 0), opts)
-        for sweep in sweeps:
-            found, default = grid.config_value(base.config, base.method, sweep.key)
-            cells += grid.sweep_cells(plan, args.method, sweep, splits=splits, default=default, has_default=found)
-    return plan, cells
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_intermixed_args(argv)
-    from benchmark.runner import load_plugins
-    load_plugins(args.plugin)
+    from benchmark.grid import runner, variants   # torch only once the arguments are parsed (--help)
+    runner.load_plugins(args.plugin)
     if args.list:
-        print(describe_components())
+        print(variants.describe_components())
         return 0
     if not args.component and not args.sweep:
         parser.error("give --component NAME or --sweep KEY=V1,V2,... (--list shows the components)")
-    plan, cells = ablation_plan_cells(args)
-    from benchmark.runner import stop_on_sigterm
-    stop_on_sigterm()
-    return execute(cells, args, jobs=args.jobs or plan.parallel, title="ablation")
+    plan, cells = variants.requested_cells(args, runner.run_options(args, jobs=1))
+    runner.stop_on_sigterm()
+    return runner.execute(cells, args, jobs=args.jobs or plan.parallel, title="ablation")
 
 
 if __name__ == "__main__":

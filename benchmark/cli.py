@@ -5,9 +5,10 @@ import errno
 import sys
 from typing import Callable
 
-from benchmark.config import ConfigError
+from datasets.io import DiskFullError
+from benchmark.train.config_files import ConfigError
+from benchmark.train.runlock import EXIT_RUNNING_ELSEWHERE, RunLockedError
 from datasets.errors import DataError
-from methods.base import MethodError
 
 EXIT_USER_ERROR = 2
 WORKER_TRACEBACK_MARK = "Original Traceback"
@@ -18,12 +19,11 @@ OS_ERROR_REASONS = {errno.EACCES: "permission denied", errno.EPERM: "permission 
 
 
 def user_errors() -> tuple[type[BaseException], ...]:
-    from benchmark.io import DiskFullError
-    from benchmark.trainer import NonFiniteLossError
-    errors: list[type[BaseException]] = [ConfigError, DataError, MethodError, NonFiniteLossError, DiskFullError]
-    from benchmark.model import ModelError
-    errors.append(ModelError)
-    return tuple(errors)
+    # Their modules import torch: only once an error is to be told, so --help stays without it.
+    from benchmark.train.model import ModelError
+    from benchmark.train.trainer import NonFiniteLossError   # torch, as above
+    from methods.base import MethodError                     # torch, as above
+    return (ConfigError, DataError, MethodError, NonFiniteLossError, DiskFullError, ModelError)
 
 
 def one_line(exc: BaseException) -> str:
@@ -47,7 +47,6 @@ def os_error_line(exc: OSError) -> str | None:
 
 
 def run_main(main: Callable[[], int | None]) -> None:
-    from benchmark.runlock import EXIT_RUNNING_ELSEWHERE, RunLockedError
     try:
         code = main()
     except KeyboardInterrupt:
@@ -56,6 +55,8 @@ def run_main(main: Callable[[], int | None]) -> None:
     except RunLockedError as exc:
         print(f"running elsewhere: {exc}", file=sys.stderr)
         sys.exit(EXIT_RUNNING_ELSEWHERE)
+    except SystemExit:   # --help, argparse's usage errors: before user_errors(), which imports torch
+        raise
     except user_errors() as exc:
         print(f"error: {one_line(exc)}", file=sys.stderr)
         sys.exit(EXIT_USER_ERROR)

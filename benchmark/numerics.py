@@ -90,13 +90,13 @@ def apply(mode: str, device_type: str, compile_model: bool = False) -> dict:
     gpu = device_type == "cuda"
     pin_environment(mode, gpu=gpu)
     if "torch" in sys.modules:
-        import torch
+        import torch   # never imported here: the pins must be set before torch is (see the module docstring)
         want = os.environ.get("ATEN_CPU_CAPABILITY")
         if want and torch.backends.cpu.get_cpu_capability().lower() != want.lower():
             raise RuntimeError(f"train.cpu_numerics={mode}: torch already ran CPU kernels under capability "
                                f"{torch.backends.cpu.get_cpu_capability()}; start a new process")
         if compile_model and mode == "pinned" and not gpu:
-            import torch._inductor.config as inductor_config
+            import torch._inductor.config as inductor_config   # torch is loaded by now; only torch.compile runs need it
             inductor_config.cpp.simdlen = INDUCTOR_SIMDLEN
     return record(mode, device_type, compile_model)
 
@@ -121,12 +121,12 @@ def record(mode: str, device_type: str, compile_model: bool = False) -> dict:
     out = {"mode": mode, "host_isa": host_isa(), "machine": platform.machine()}
     out.update({name: os.environ.get(name) for name in PINS})
     if "torch" in sys.modules:   # what ATen really dispatches to (fixed at its first kernel)
-        import torch
+        import torch   # already loaded: this module must not be the one to import it
         out["aten_in_force"] = torch.backends.cpu.get_cpu_capability()
     if compile_model:
         out["inductor_simdlen"] = INDUCTOR_SIMDLEN if mode == "pinned" and device_type != "cuda" else None
     if device_type == "cuda":
-        import torch
+        import torch   # a GPU run has torch loaded; CPU-only callers must not import it from here
         out["mode"] = "gpu"
         out.update(cudnn_deterministic=torch.backends.cudnn.deterministic,
                    cudnn_benchmark=torch.backends.cudnn.benchmark,

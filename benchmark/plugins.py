@@ -19,12 +19,9 @@ import sys
 from pathlib import Path
 from typing import Iterable
 
+from benchmark.train.config_files import ConfigError
+
 _LOADED: dict[str, str] = {}   # normalised spec -> module name in sys.modules
-
-
-def _plugin_error(message: str) -> Exception:
-    from benchmark.config import ConfigError
-    return ConfigError(message)
 
 
 def is_path(spec: str) -> bool:
@@ -35,7 +32,7 @@ def normalise(spec: str) -> str:
     """Files become absolute paths (the saved config must work from any folder); module names stay as given."""
     spec = str(spec).strip()
     if not spec:
-        raise _plugin_error("empty plugin name (give a .py file or a module name)")
+        raise ConfigError("empty plugin name (give a .py file or a module name)")
     return str(Path(spec).expanduser().resolve()) if is_path(spec) else spec
 
 
@@ -50,12 +47,12 @@ def _first_line(exc: BaseException) -> str:
 
 def _import_file(path: Path) -> str:
     if not path.is_file():
-        raise _plugin_error(f"plugin file {path} not found")
+        raise ConfigError(f"plugin file {path} not found")
     # A name unique per file, so two plugins called `method.py` in different folders do not collide.
     name = f"ssseg_plugin_{path.stem}_{hashlib.sha1(str(path).encode()).hexdigest()[:8]}"
     spec = importlib.util.spec_from_file_location(name, path)
     if spec is None or spec.loader is None:
-        raise _plugin_error(f"plugin {path} is not an importable Python file")
+        raise ConfigError(f"plugin {path} is not an importable Python file")
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
     try:
@@ -74,10 +71,9 @@ def load_plugin(spec: str) -> str:
     try:
         name = _import_file(Path(key)) if is_path(key) else importlib.import_module(key).__name__
     except Exception as exc:
-        from benchmark.config import ConfigError
         if isinstance(exc, ConfigError):
             raise
-        raise _plugin_error(f"plugin {key} cannot be imported: {_first_line(exc)}") from None
+        raise ConfigError(f"plugin {key} cannot be imported: {_first_line(exc)}") from None
     _LOADED[key] = name
     return name
 

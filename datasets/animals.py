@@ -9,13 +9,12 @@ index).
 Class cue (`SceneParams.class_cue`). Besides its shape, an animal's fill tells its class by luminance: bird is
 dark, elephant mid-grey, giraffe bright (a luminance band per class), with the texture's own pattern inside
 the band and a mild random tint. Why luminance: the papers' effect needs a teacher that is right on animals
-after a few labels, and a small CNN from scratch learns brightness within a few hundred steps, where shape or
-texture alone took over 1000 (measured: mIoU with all labels no better than with 8 at 400 steps). Unlike hue,
-luminance survives the recipe's strong views (colour jitter, grayscale, blur), so weak-to-strong consistency
-does not fight the cue. What stays hard is the animal/background split: backgrounds span every luminance, so
-which pixels are animal needs shape and context, and that is where 8 labels fall short and unlabeled images
-help (the README gives the measured grid). `class_cue: none` gives the v1 scenes, where
-texture and colour carry no class information.
+after a few labels, and a small CNN from scratch learns brightness much sooner than shape or texture alone
+(docs/embedded-benchmark.md lists the regimes tried). Unlike hue, luminance survives the recipe's strong views
+(colour jitter, grayscale, blur), so weak-to-strong consistency does not fight the cue. What stays hard is the
+animal/background split: backgrounds span every luminance, so which pixels are animal needs shape and context,
+and that is where 8 labels fall short and unlabeled images help (the README gives the measured grid).
+`class_cue: none` gives the v1 scenes, where texture and colour carry no class information.
 
 The output follows the Pascal VOC layout with UniMatch split lists, so the generic reader handles it:
 `JPEGImages/<id>.png`, `SegmentationClass/<id>.png` (palettized), `splits/<split>/{labeled,unlabeled}.txt`,
@@ -27,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import zlib
 from contextlib import contextmanager
@@ -37,12 +35,14 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageFilter
+from tqdm import tqdm
 
 from datasets import REPO_ROOT
 from datasets.draws import (PINNED_DIGESTS_FILE, ContentDigest, DrawRecord, check_digest, draw_folder, pin_digest,
                             pin_key, verified_digest)
 from datasets.draws import label_splits as draw_label_splits
 from datasets.errors import DataError
+from datasets.io import atomic_write_files, atomic_write_text
 from datasets.palette import voc_palette
 from datasets.silhouettes import PACKAGE_ANIMALS, load_silhouettes
 
@@ -86,11 +86,9 @@ class SceneParams:
     labeled_draw: str = "stratified"         # stratified | random: how each label split picks its images
 
 
-# v1 (class_cue none, 1-2 objects of 44-52 px) was calibrated for shape as the only cue; at CPU budgets it
-# left labels no bottleneck. v2 adds the luminance cue and 2-3 smaller objects (32-44 px: more animal pixels
-# and more animal/background boundary per image). Measured with the default profile (resnet_small width 8,
-# 400 steps of 4, 5 seeds, clean-clone `bash run_all.sh`): 8 labels (split 1_128) supervised 36.6, FixMatch
-# 42.4 (p = 0.017), UniMatch 39.2; all labels 50.9. Every regime tried: docs/embedded-benchmark.md.
+# v1 (class_cue none, 1-2 objects of 44-52 px) made shape the only cue, and labels were no bottleneck at the
+# default profile's budget. v2 adds the luminance cue and 2-3 smaller objects (32-44 px: more animal pixels
+# and more animal/background boundary per image). What each version measured: docs/embedded-benchmark.md.
 VARIANTS = {
     "default": SceneParams(
         image_size=64, num_train=1024, num_val=320, animals=("bird", "elephant", "giraffe"),
@@ -154,7 +152,7 @@ def _random_crop(rng: np.random.Generator, source: Image.Image, out_size: int, s
 
 
 class SceneComposer:
-    """Draws scenes for one (params, seed); holds the decoded sources so each image costs ~1 ms."""
+    """Draws scenes for one (params, seed); holds the decoded sources so that drawing an image decodes none."""
 
     def __init__(self, params: SceneParams, seed: int, shapes: np.ndarray, labels: np.ndarray):
         self.params, self.seed, self.shapes = params, seed, shapes
@@ -218,25 +216,11 @@ def _illumination_gradient(rng: np.random.Generator, size: int, strength: float)
 # ---------------------------------------------------------------------------------------------------------
 # Writing the VOC-layout folder.
 
-def _atomic_write(path: Path, write) -> None:
-    """Writes via a temp file in the same folder + os.replace, so a killed run never leaves a torn file."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def _write_png(path: Path, array: np.ndarray, palette: list[int] | None = None) -> None:
     image = Image.fromarray(array)
     if palette is not None:
         image.putpalette(palette)   # turns the "L" image into "P" keeping the values (= class ids)
-    _atomic_write(path, lambda tmp: image.save(tmp, format="PNG"))
-
-
-def _write_text(path: Path, text: str) -> None:
-    _atomic_write(path, lambda tmp: tmp.write_text(text))
+    atomic_write_files({path: lambda tmp: image.save(tmp, format="PNG")})   # a killed run leaves no torn file
 
 
 def sample_id(split: str, index: int) -> str:
@@ -309,7 +293,7 @@ def _generation_lock(root: Path):
     """Runs started side by side on a missing folder wait for one generator instead of writing in parallel."""
     root.mkdir(parents=True, exist_ok=True)
     try:
-        import fcntl
+        import fcntl   # POSIX only: Windows has none (below)
     except ImportError:   # no fcntl (Windows): no lock; atomic writes still keep every file whole
         yield
         return
@@ -326,8 +310,6 @@ def _write_dataset(root: Path, variant: str, params: SceneParams, seed: int, pro
     shapes, labels = load_silhouettes()
     composer = SceneComposer(params, seed, shapes, labels)
     palette = voc_palette()
-
-    from tqdm import tqdm
     jobs = [("train", i) for i in range(params.num_train)] + [("val", i) for i in range(params.num_val)]
     arrays: dict[Path, np.ndarray] = {}
     class_pixels = np.zeros((params.num_train, len(params.animals)), dtype=np.int64)
@@ -349,13 +331,13 @@ def _write_dataset(root: Path, variant: str, params: SceneParams, seed: int, pro
         texts[root / "splits" / name / "labeled.txt"] = "".join(_line(sample_id("train", i)) for i in labeled)
         texts[root / "splits" / name / "unlabeled.txt"] = "".join(_line(sample_id("train", i)) for i in unlabeled)
     for path, text in texts.items():
-        _write_text(path, text)
+        atomic_write_text(path, text)
     digest = ContentDigest()
     for path in _expected_files(root, params):
         name = path.relative_to(root).as_posix()
         digest.add_array(name, arrays[path]) if path in arrays else digest.add_text(name, texts[path])
     manifest = {**_manifest(variant, params, seed), "digest": digest.hexdigest()}
-    _write_text(root / MANIFEST_NAME, json.dumps(manifest, indent=2) + "\n")
+    atomic_write_text(root / MANIFEST_NAME, json.dumps(manifest, indent=2) + "\n")
 
 
 def ensure_draw(root: str | Path, seed: int, design: str, custom_allowed: bool, variant: str = "default"

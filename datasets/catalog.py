@@ -19,7 +19,7 @@ class DatasetSpec:
     splits: tuple[str, ...]          # label splits, lowest label count first
     default_root: str               # relative paths are relative to the repository root (datasets.REPO_ROOT)
     default_split_dir: str          # "" for a generated dataset: each draw folder holds its own split lists
-    # The one home of these two facts: the config's dataset layer takes them from here (benchmark.config).
+    # The one home of these two facts: the config's dataset layer takes them from here (benchmark.train.config).
     crop_size: int
     eval_mode: str                  # "whole" | "center_crop" | "sliding"
     description: str = ""

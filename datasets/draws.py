@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -24,6 +23,7 @@ import numpy as np
 from PIL import Image
 
 from datasets.errors import DataError
+from datasets.io import atomic_write_text
 
 PINNED_DIGESTS_FILE = Path(__file__).with_name("pinned_digests.json")
 DIGEST_CACHE = ".digest.json"   # the last verified digest, valid while no file's size or mtime changed
@@ -139,12 +139,10 @@ def verified_digest(folder: Path, files: list[Path]) -> str:
     except (OSError, ValueError, KeyError, TypeError):
         pass
     digest = folder_digest(folder, files)
-    tmp = cache.with_name(f"{cache.name}.tmp{os.getpid()}")
     try:
-        tmp.write_text(json.dumps({"stat_key": key, "digest": digest}))
-        os.replace(tmp, cache)
+        atomic_write_text(cache, json.dumps({"stat_key": key, "digest": digest}))
     except OSError:   # a read-only data folder still verifies, only without the cache
-        tmp.unlink(missing_ok=True)
+        pass
     return digest
 
 
@@ -163,9 +161,7 @@ def pinned_digests() -> dict[str, str]:
 
 def pin_digest(key: str, digest: str) -> None:
     pins = {**pinned_digests(), key: digest}
-    tmp = PINNED_DIGESTS_FILE.with_name(f".{PINNED_DIGESTS_FILE.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(dict(sorted(pins.items())), indent=1) + "\n")
-    os.replace(tmp, PINNED_DIGESTS_FILE)
+    atomic_write_text(PINNED_DIGESTS_FILE, json.dumps(dict(sorted(pins.items())), indent=1) + "\n")
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,6 @@ import os
 import random
 import shutil
 import sys
-import tempfile
 import urllib.error
 from pathlib import Path
 from typing import BinaryIO, Callable, Optional
@@ -29,16 +28,16 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from datasets import REPO_ROOT, manifest
+from datasets import IGNORE_INDEX, REPO_ROOT, manifest
 from datasets.catalog import DatasetSpec, get_spec
 from datasets.errors import DataError
+from datasets.io import atomic_write_files
 from datasets.splits import LABELED_FILE, UNLABELED_FILE, VAL_FILE, read_split_file, sha256_file
 
 REAL_DATASETS = tuple(sorted({path.split("/")[0] for path in manifest.FILES}))
 DEFAULT_SAMPLE = 200
 DOWNLOAD_TIMEOUT_S = 60
 SHOWN = 5                      # culprits named per error line
-IGNORE_LABEL = 255
 COCO_TRAIN2017_IMAGES = 118287
 _READ_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
 
@@ -119,19 +118,14 @@ class Problems:
 
 def install_verified(dest: Path, expected_sha: str, write: Callable[[BinaryIO], None], source: str) -> None:
     """Write into a temp file beside `dest`, verify its sha256, then os.replace: a bad file never lands."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp")
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as handle:
+    def verified(tmp: Path) -> None:
+        with open(tmp, "wb") as handle:
             write(handle)
         actual = sha256_file(tmp)
         if actual != expected_sha:
             raise DataError(f"{dest} from {source}: sha256 {actual} does not match the pinned {expected_sha} "
                             f"(file not written)")
-        os.replace(tmp, dest)
-    finally:
-        tmp.unlink(missing_ok=True)
+    atomic_write_files({dest: verified})
 
 
 class DownloadError(DataError):
@@ -311,9 +305,9 @@ def check_sample(root: Path, image_rel: str, mask_rel: Optional[str], num_classe
     if mask_size != image_size:
         problems.add(SIZE, f"{mask_path} is {mask_size[0]}x{mask_size[1]} but {image_path} is "
                            f"{image_size[0]}x{image_size[1]}")
-    bad = [int(v) for v in np.unique(labels) if v >= num_classes and v != IGNORE_LABEL]
+    bad = [int(v) for v in np.unique(labels) if v >= num_classes and v != IGNORE_INDEX]
     if bad:
-        problems.add(VALUES, f"{mask_path} has {bad} (allowed 0..{num_classes - 1} and {IGNORE_LABEL})")
+        problems.add(VALUES, f"{mask_path} has {bad} (allowed 0..{num_classes - 1} and {IGNORE_INDEX})")
 
 
 # --- command line ----------------------------------------------------------------------------------------------

@@ -20,7 +20,8 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from datasets.errors import DataError
-from datasets.transforms import (IGNORE_INDEX, LABELED_PAD_VALUE, UNLABELED_PAD_VALUE, cutmix_box, hflip,
+from datasets import IGNORE_INDEX
+from datasets.transforms import (LABELED_PAD_VALUE, UNLABELED_PAD_VALUE, cutmix_box, hflip,
                                  normalize, pad_and_crop, resize_long_side, strong_color)
 
 MODES = ("train_l", "train_u", "val")

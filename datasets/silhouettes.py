@@ -22,9 +22,9 @@ SILHOUETTE_FILES = ("animal_data_version_3.gz", "animal_label_version_3.gz")
 
 def _numpy_reconstruct():
     try:
-        from numpy._core.multiarray import _reconstruct   # numpy >= 2
-    except ImportError:                                   # numpy 1.x
-        from numpy.core.multiarray import _reconstruct
+        from numpy._core.multiarray import _reconstruct   # numpy >= 2 moved it
+    except ImportError:
+        from numpy.core.multiarray import _reconstruct    # numpy 1.x
     return _reconstruct
 
 

@@ -15,12 +15,13 @@ import torch
 import torchvision.transforms.functional as TF
 from PIL import Image, ImageFilter, ImageOps
 
+from datasets import IGNORE_INDEX
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
-LABELED_PAD_VALUE = 255      # padding is ignored by the supervised loss
+LABELED_PAD_VALUE = IGNORE_INDEX   # padding is ignored by the supervised loss
 UNLABELED_PAD_VALUE = 254    # a distinct value so that padding can be turned into the ignore mask later
-IGNORE_INDEX = 255
 
 # UniMatch's strong colour pipeline.
 COLOR_JITTER_P = 0.8

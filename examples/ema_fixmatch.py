@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import torch
 
-from methods.base import LossOutput, register
+from methods.base import LossOutput, Method, register
 from methods.common import confident_cross_entropy, confident_ratio, paste_images, pseudo_labels
 from methods.fixmatch import FixMatch
 
@@ -20,16 +20,18 @@ class EMAFixMatchParams:
 
 
 @register
-class EMAFixMatch(FixMatch):
+class EMAFixMatch(Method):
     name = "ema_fixmatch"
     description = "FixMatch whose pseudo-labels come from an EMA teacher (example plugin)."
-    base = "fixmatch"
+    Params = EMAFixMatchParams
+    views = FixMatch.views
     components = {"ema_teacher": True}
     component_help = {"ema_teacher": "pseudo-labels from an EMA of the student (off: from the student, FixMatch)"}
-    Params = EMAFixMatchParams
+    base = "fixmatch"
 
     def __init__(self, params, components, ctx):
         super().__init__(params, components, ctx)
+        self.fixmatch = self.make_base(FixMatch)   # FixMatch with this method's weight_u
         self.teacher, self._saved_teacher = None, None
 
     def _teacher_of(self, model):
@@ -41,13 +43,13 @@ class EMAFixMatch(FixMatch):
 
     def losses(self, model, batch, step):
         if not self.on["ema_teacher"]:
-            return super().losses(model, batch, step)
+            return self.fixmatch.losses(model, batch, step)
         x, u, mix, thresh = batch.labeled, batch.unlabeled, batch.mix, self.ctx.loss.conf_thresh
         with torch.no_grad():
             teacher_w, teacher_mix = self._teacher_of(model)(torch.cat((u["weak"], mix["weak"]))).chunk(2)
         pseudo_w = pseudo_labels(teacher_w, u["ignore"])
         target = pseudo_w.paste(pseudo_labels(teacher_mix, mix["ignore"]), u["box1"])
-        loss_x = self.labeled_loss(model(x["image"]), x["mask"])
+        loss_x = self.fixmatch.labeled_loss(model(x["image"]), x["mask"])
         loss_s = confident_cross_entropy(model(paste_images(u["strong1"], mix["strong1"], u["box1"])), target, thresh)
         return LossOutput(total=(loss_x + self.params.weight_u * loss_s) / 2,
                           terms={"loss_x": loss_x, "loss_s": loss_s},

@@ -2,7 +2,8 @@
 
 A method declares the views it needs, its paper components (switches), its hyper-parameters and any extra
 trainable modules; per step it turns a batch into named loss terms. It never touches the optimizer: the
-trainer in `benchmark/` owns the one training loop.
+trainer in `benchmark/` owns the one training loop. A method built on another holds an instance of it
+(`make_base`) rather than subclassing it, so that every declaration a class shows is its own.
 """
 from __future__ import annotations
 
@@ -13,19 +14,15 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from methods.settings import LossSettings, coerce
-
-VIEW_NAMES = frozenset({"strong1", "strong2", "box1", "box2", "mix"})
-
-
-class MethodError(ValueError):
-    """Unknown method or component, or a bad method parameter."""
+from datasets import IGNORE_INDEX
+from methods.registry import get, register  # noqa: F401  (register: plugins write @methods.base.register)
+from methods.settings import LossSettings, MethodError, coerce
 
 
 @dataclass(frozen=True)
 class MethodContext:
     num_classes: int
-    ignore_index: int = 255
+    ignore_index: int = IGNORE_INDEX
     loss: LossSettings = field(default_factory=LossSettings)
     # Virtual shards of this process's batch: each loss is averaged per shard, then over the shards, as the
     # official code's per-GPU means averaged by DDP (the trainer derives it from `train.loss_shards`).
@@ -68,47 +65,34 @@ class SameRun:
 
 
 class Method:
+    """Subclass it directly, declare what applies (each declaration defaults to none) and write `losses`.
+    A method built on another holds an instance of it (`make_base`)."""
+    # Who it is.
     name: ClassVar[str] = ""
-    # How reports name the method ("" = `name`), written into summary.json with the flags below.
-    display_name: ClassVar[str] = ""
+    display_name: ClassVar[str] = ""                # how reports name it ("" = name)
     description: ClassVar[str] = ""
-    views: ClassVar[frozenset[str]] = frozenset()
-    components: ClassVar[dict[str, bool]] = {}
-    component_help: ClassVar[dict[str, str]] = {}
-    # component -> the loss terms it adds or changes; with it off every other term stays bit-identical
-    # (tests/test_switches.py checks this for each registered method's own components).
+    Params: ClassVar[type] = NoParams               # dataclass of typed hyper-parameters: method.<key>=...
+    views: ClassVar[frozenset[str]] = frozenset()   # subset of registry.VIEW_NAMES; none: labeled images only
+    # Its switches (method.components.<name>=true|false), each by name.
+    components: ClassVar[dict[str, bool]] = {}      # the default
+    component_help: ClassVar[dict[str, str]] = {}   # what it does (train --list)
+    # The loss terms it adds or changes: with it off every other term stays bit-identical (test_switches.py).
     component_terms: ClassVar[dict[str, tuple[str, ...]]] = {}
-    # component -> the component it acts through: with the latter off, the former has no effect (the grid uses
-    # this to skip ablation variants that would train exactly the same thing twice).
+    # The component it acts through: ablation variants equal once this applies are trained once.
     component_requires: ClassVar[dict[str, str]] = {}
-    Params: ClassVar[type] = NoParams
-    # Our reading of an abstract-only paper: reports label its results accordingly.
-    from_paper_description: ClassVar[bool] = False
-    # The registered method this one builds on ("" = none, a baseline). An instance may take it from its
-    # parameters (MaskMatch's method.base). Ablation grids, step-time ratios, the report's significance table
-    # and the same-run rule below all read it.
-    base: ClassVar[str] = ""
-    # The paper's own components (the ablation grid's leave-one-out set); None = the components the base
-    # does not declare (all of them for a method without a base).
-    own_components: ClassVar[tuple[str, ...] | None] = None
-    # With its own components off (as they act) this method trains its base exactly: the runner then reuses
-    # the base's run for such an ablation variant (`same_run_as`). Claimed only where tests/test_same_run.py
-    # shows identical weights after training.
+    # What it builds on: ablation grids, step-time ratios, the report's significance table and same_run_as.
+    base: ClassVar[str] = ""                        # a registered method ("" = none, a baseline)
+    own_components: ClassVar[tuple[str, ...] | None] = None   # its paper's switches (None = those base lacks)
+    # Own switches off = its base exactly; claimed only where tests/grid/test_same_run.py shows equal weights.
     reduces_to_base: ClassVar[bool] = False
-    # The report tests every method against this one (the supervised lower bound, the strongest baseline).
-    # Never inherited: a method built by subclassing a baseline (S4MIM on UniMatch) is not a baseline itself.
-    significance_baseline: ClassVar[bool] = False
-
-    def __init_subclass__(cls, **kwargs):
-        super().__init_subclass__(**kwargs)
-        if "significance_baseline" not in cls.__dict__:
-            cls.significance_baseline = False
+    # How reports treat it.
+    from_paper_description: ClassVar[bool] = False  # our reading of an abstract-only paper
+    significance_baseline: ClassVar[bool] = False   # every method is tested against it (supervised, unimatch)
 
     def __init__(self, params: Any, components: dict[str, bool], ctx: MethodContext):
         self.params = params
         self.on = self.resolve_components(components, params)
         self.ctx = ctx
-        self._modules = nn.ModuleDict()
 
     # --- declarations -------------------------------------------------------------------------------------
     @classmethod
@@ -133,7 +117,7 @@ class Method:
         """The components this method's paper adds over its base (`own_components`, else inferred)."""
         if cls.own_components is not None:
             return tuple(cls.own_components)
-        inherited = set(_registered(cls.base).components) if cls.base else set()
+        inherited = set(get(cls.base).components) if cls.base else set()
         return tuple(c for c in cls.components if c not in inherited)
 
     @classmethod
@@ -162,22 +146,41 @@ class Method:
             typed[key] = coerce(value, type(getattr(defaults, key)), f"method.{key}", MethodError)
         return dataclasses.replace(defaults, **typed)
 
+    # --- building on another method -----------------------------------------------------------------------
+    def resolved_base(self) -> str:
+        """The registered method this instance builds on: `base`, unless a parameter chooses it (MaskMatch's
+        method.base). Summaries and step-time ratios record it."""
+        return self.base
+
+    def settings_for(self, method_cls: type[Method]) -> tuple[Any, dict[str, bool]]:
+        """`method_cls`'s parameters and switches as this instance sets them (the same names; others default)."""
+        names = [f.name for f in dataclasses.fields(method_cls.Params) if hasattr(self.params, f.name)]
+        params = method_cls.Params(**{name: getattr(self.params, name) for name in names})
+        return params, {c: self.on[c] for c in method_cls.components if c in self.on}
+
+    def make_base(self, method_cls: type[Method]) -> Method:
+        """An instance of the method this one builds on, set as this one sets it: S4MIM and MaskMatch hold a
+        UniMatch and add their terms to its forward (a subclass would inherit declarations not its own)."""
+        return method_cls(*self.settings_for(method_cls), self.ctx)
+
     def same_run_as(self) -> SameRun | None:
         """The base run this instance trains exactly, if any: for a method that `reduces_to_base`, with its
         paper components off (as they act), its base with the base's parameters and switches taken from its
         own."""
         effective = self.effective_components(self.on)
-        if not self.reduces_to_base or not self.base or any(effective[c] for c in self.paper_components()) or self.differs_from_base():
+        base = self.resolved_base()
+        if not self.reduces_to_base or not base:
             return None
-        base_cls = _registered(self.base)
-        names = [f.name for f in dataclasses.fields(base_cls.Params) if hasattr(self.params, f.name)]
-        params = base_cls.Params(**{name: getattr(self.params, name) for name in names})
-        return SameRun(base_cls.name, params, {c: self.on[c] for c in base_cls.components})
+        if any(effective[c] for c in self.paper_components()) or self.differs_from_base():
+            return None
+        base_cls = get(base)
+        return SameRun(base_cls.name, *self.settings_for(base_cls))
 
     def differs_from_base(self) -> bool:
         """A setting outside the components that makes this run differ from its base even with them off."""
         return False
 
+    # --- what the trainer asks ----------------------------------------------------------------------------
     def needs(self) -> frozenset[str]:
         """Views this instance needs; a method may drop views its switched-off components would use."""
         return self.views
@@ -186,9 +189,11 @@ class Method:
         """Labeled images per step; a method may scale it (the supervised baseline's doubled batch)."""
         return batch_size
 
-    # --- per step -----------------------------------------------------------------------------------------
-    def trainable_modules(self) -> nn.ModuleDict:
-        return self._modules
+    def build_modules(self) -> nn.ModuleDict:
+        """The method's own trainable modules (head learning rate), made here and not in `__init__`: the trainer
+        calls this once, after seeding and building the model, so their initialisation follows train.seed,
+        while planning a run builds methods without drawing a random number."""
+        return nn.ModuleDict()
 
     def losses(self, model: nn.Module, batch: Batch, step: StepInfo) -> LossOutput:
         raise NotImplementedError
@@ -201,24 +206,3 @@ class Method:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         pass
-
-
-_REGISTRY: dict[str, type[Method]] = {}
-
-
-def _registered(name: str) -> type[Method]:
-    from methods.registry import get
-    return get(name)
-
-
-def register(cls: type[Method]) -> type[Method]:
-    if not cls.name:
-        raise MethodError(f"{cls.__qualname__} has no name")
-    if cls.name in _REGISTRY and _REGISTRY[cls.name] is not cls:
-        raise MethodError(f"method name {cls.name!r} registered twice ({_REGISTRY[cls.name].__module__} "
-                          f"and {cls.__module__})")
-    unknown_views = set(cls.views) - VIEW_NAMES
-    if unknown_views:
-        raise MethodError(f"method {cls.name!r} declares unknown views {sorted(unknown_views)}")
-    _REGISTRY[cls.name] = cls
-    return cls

@@ -12,9 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from methods.base import LossSettings
-
-PADDING = 255  # value of the unlabeled ignore map where the crop was padding
+from datasets import IGNORE_INDEX
+from methods.settings import LossSettings, MethodError
 
 
 # --- losses -------------------------------------------------------------------------------------------------
@@ -45,19 +44,17 @@ def ohem_cross_entropy(logits: torch.Tensor, target: torch.Tensor, ignore_index:
 
 def check_shards(batch: int, shards: int) -> None:
     if shards < 1 or batch % shards:
-        from methods.base import MethodError
         raise MethodError(f"a batch of {batch} images does not split into {shards} loss shards "
                           f"(train.loss_shards over the world size must divide the batch per process)")
 
 
 class LabeledLoss(nn.Module):
-    """The supervised term: CE with ignore 255, or OHEM CE (Cityscapes); with `shards` > 1, the mean over
+    """The supervised term: CE with ignore IGNORE_INDEX, or OHEM CE (Cityscapes); with `shards` > 1, the mean over
     equal batch shards of each shard's own loss (OHEM's `min_kept` is then per process, split over them)."""
 
-    def __init__(self, settings: LossSettings, ignore_index: int = 255, shards: int = 1):
+    def __init__(self, settings: LossSettings, ignore_index: int = IGNORE_INDEX, shards: int = 1):
         super().__init__()
         if settings.criterion not in ("ce", "ohem"):
-            from methods.base import MethodError
             raise MethodError(f"loss.criterion must be 'ce' or 'ohem', got {settings.criterion!r}")
         self.settings = settings
         self.ignore_index = ignore_index
@@ -85,7 +82,7 @@ def confident_cross_entropy(logits: torch.Tensor, pseudo: "PseudoLabels", thresh
     `shards` > 1 the ratio is taken per equal batch shard and averaged over the shards.
     """
     per_pixel = F.cross_entropy(logits, pseudo.label, reduction="none")
-    valid = pseudo.ignore != PADDING
+    valid = pseudo.ignore != IGNORE_INDEX
     confident = (pseudo.conf >= thresh) & valid
     if shards == 1:
         return (per_pixel * confident).sum() / valid.sum().clamp_min(1)
@@ -96,7 +93,7 @@ def confident_cross_entropy(logits: torch.Tensor, pseudo: "PseudoLabels", thresh
 
 def confident_ratio(pseudo: "PseudoLabels", thresh: float) -> float:
     """Share of non-padding pixels whose pseudo-label passes the threshold (the official 'Mask ratio')."""
-    valid = pseudo.ignore != PADDING
+    valid = pseudo.ignore != IGNORE_INDEX
     return float(((pseudo.conf >= thresh) & valid).sum()) / max(int(valid.sum()), 1)
 
 
@@ -106,7 +103,7 @@ def confident_ratio(pseudo: "PseudoLabels", thresh: float) -> float:
 class PseudoLabels:
     label: torch.Tensor   # long [N,H,W], argmax of the logits
     conf: torch.Tensor    # float [N,H,W], max softmax probability
-    ignore: torch.Tensor  # long [N,H,W], 255 where the crop was padding
+    ignore: torch.Tensor  # long [N,H,W], IGNORE_INDEX where the crop was padding
 
     def paste(self, other: "PseudoLabels", box: torch.Tensor) -> "PseudoLabels":
         """These labels with `other`'s inside the CutMix box (box == 1)."""

@@ -28,12 +28,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from datasets import IGNORE_INDEX
 from methods.base import Batch, LossOutput, Method, MethodContext, MethodError, StepInfo, register
-from methods.common import (PADDING, PseudoLabeler, PseudoLabels, confident_cross_entropy, predict_in_eval_mode,
+from methods.common import (PseudoLabeler, PseudoLabels, confident_cross_entropy, predict_in_eval_mode,
                             random_patch_mask)
-from methods.unimatch import UniMatch, UniMatchParams
+from methods.unimatch import UniMatch
 
-BASE_COMPONENTS = ("feature_perturbation", "dual_strong")   # UniMatch's own switches
+BASE_COMPONENTS = tuple(UniMatch.components)   # UniMatch's own switches
 
 
 @dataclass
@@ -49,7 +50,7 @@ class MaskMatchParams:
     mask_loss_region: str = "all"   # all pixels of the masked image | masked: only hidden pixels
     mask_conf_thresh: float = -1.0  # τ_m; < 0 means the base's loss.conf_thresh
     weight_mask: float = 1.0        # w_mask, relative to the weak-to-strong term (MIC's weight 1)
-    scales: tuple = (0.75, 1.0)     # input scales of the pseudo-label ensemble ((0.75, 1, 1.25) costs ~1.5×)
+    scales: tuple = (0.75, 1.0)     # input scales of the pseudo-label ensemble (each one more forward)
     flip: bool = False              # also average horizontally flipped inputs (doubles the members)
 
 
@@ -131,19 +132,13 @@ def ema_update(teacher: nn.Module, student: nn.Module, momentum: float) -> None:
 class MaskMatch(Method):
     name = "maskmatch"
     display_name = "MaskMatch"
-    base = "fixmatch"                # the default of method.base; an instance takes its own
-    reduces_to_base = True           # with both components off and teacher `same` (differs_from_base)
     description = ("Masked-modeling consistency with multi-scale ensembled pseudo-labels on FixMatch/UniMatch "
                    "(Pan et al. 2023).")
-    from_paper_description = True
-    views = frozenset({"strong1", "strong2", "box1", "box2", "mix"})
+    Params = MaskMatchParams
+    views = UniMatch.views
     # UniMatch's two switches are off with the default base (FixMatch) and on with method.base=unimatch.
     components = {"masked_modeling": True, "multiscale_ensemble": True,
                   "feature_perturbation": False, "dual_strong": False}
-    own_components = ("masked_modeling", "multiscale_ensemble")
-    # The ensemble labels feed both the weak-to-strong terms and the masked branch.
-    component_terms = {**UniMatch.component_terms, "masked_modeling": ("loss_mask",),
-                       "multiscale_ensemble": ("loss_s", "loss_s1", "loss_s2", "loss_fp", "loss_mask")}
     component_help = {
         "masked_modeling": "student segments the image with mask_ratio of its patches hidden; CE to the teacher's "
                            "pseudo-labels of the complete image (L_mask)",
@@ -152,19 +147,26 @@ class MaskMatch(Method):
         "feature_perturbation": "UniMatch's: on by default with method.base=unimatch, unavailable with fixmatch",
         "dual_strong": "UniMatch's: on by default with method.base=unimatch, unavailable with fixmatch",
     }
-    Params = MaskMatchParams
+    # The ensemble labels feed both the weak-to-strong terms and the masked branch.
+    component_terms = {**UniMatch.component_terms, "masked_modeling": ("loss_mask",),
+                       "multiscale_ensemble": ("loss_s", "loss_s1", "loss_s2", "loss_fp", "loss_mask")}
+    base = "fixmatch"                # the default of method.base (`resolved_base`)
+    own_components = ("masked_modeling", "multiscale_ensemble")
+    reduces_to_base = True           # with both components off and teacher `same` (differs_from_base)
+    from_paper_description = True
 
     def __init__(self, params: MaskMatchParams, components, ctx: MethodContext):
         super().__init__(params, components, ctx)
         self._check(params, components or {})
-        self.base = params.base
         # UniMatch with both of its switches off (the fixmatch base) is FixMatch term by term.
-        framework_components = {name: self.on[name] for name in BASE_COMPONENTS}
-        self.framework = UniMatch(UniMatchParams(weight_fp=params.weight_fp), framework_components, ctx)
+        self.framework = self.make_base(UniMatch)
         self.scales = tuple(float(s) for s in params.scales)
         self.mask_thresh = params.mask_conf_thresh if params.mask_conf_thresh >= 0 else ctx.loss.conf_thresh
         self.teacher: nn.Module | None = None          # the EMA copy, made from the student at the first step
         self._pending_teacher_state: dict[str, Any] | None = None
+
+    def resolved_base(self) -> str:
+        return self.params.base
 
     @staticmethod
     def _check(p: MaskMatchParams, components: dict) -> None:
@@ -236,7 +238,7 @@ class MaskMatch(Method):
         masked, hidden = self.mask_images(view)
         if self.params.mask_loss_region == "masked":   # visible pixels leave the loss and its normaliser
             pseudo = PseudoLabels(pseudo.label, pseudo.conf,
-                                  torch.where(hidden, pseudo.ignore, torch.full_like(pseudo.ignore, PADDING)))
+                                  torch.where(hidden, pseudo.ignore, torch.full_like(pseudo.ignore, IGNORE_INDEX)))
         # A forward of its own: batching it with the strong views would change their BatchNorm statistics,
         # and so the base terms.
         return confident_cross_entropy(model(masked), pseudo, self.mask_thresh, self.ctx.loss_shards)

@@ -1,4 +1,4 @@
-"""Look-up of registered methods. Method modules are imported explicitly: a broken import fails loudly.
+"""Registration and look-up of methods. Method modules are imported explicitly: a broken import fails loudly.
 
 Besides the suite's own modules, installed packages may advertise methods through the entry-point group
 `ssseg_bench.methods` (in pyproject.toml: `[project.entry-points."ssseg_bench.methods"] mymethod =
@@ -10,16 +10,38 @@ from __future__ import annotations
 import importlib
 import sys
 from importlib import metadata
+from typing import TYPE_CHECKING
 
-from methods.base import _REGISTRY, Method, MethodError
+from methods.settings import MethodError
+
+if TYPE_CHECKING:   # methods.base imports this module: the interface looks its base methods up here
+    from methods.base import Method
 
 # One module per method; the order is the order of the report's tables.
 METHOD_MODULES = ("supervised", "fixmatch", "unimatch", "s4mim", "maskmatch")
 ENTRY_POINT_GROUP = "ssseg_bench.methods"
+# The augmented views a method may ask for (`Method.views`); the data pipeline builds exactly these.
+VIEW_NAMES = frozenset({"strong1", "strong2", "box1", "box2", "mix"})
+_REGISTRY: dict[str, type[Method]] = {}
 _loaded_entry_points: set[str] = set()
-# The sys.path the entry points were last scanned on: a scan costs ~5 ms and the report asks the registry
-# hundreds of times, so it is repeated only when sys.path (where distributions are found) changes.
+# The sys.path the entry points were last scanned on: the report asks the registry many times and a scan reads
+# every installed distribution, so it is repeated only when sys.path (where distributions are found) changes.
 _scanned_path: tuple[str, ...] | None = None
+
+
+def register(cls: type[Method]) -> type[Method]:
+    """Class decorator (`@methods.base.register`): adds the method under its `name`; a second class of that
+    name, or a view outside VIEW_NAMES, is an error."""
+    if not cls.name:
+        raise MethodError(f"{cls.__qualname__} has no name")
+    if cls.name in _REGISTRY and _REGISTRY[cls.name] is not cls:
+        raise MethodError(f"method name {cls.name!r} registered twice ({_REGISTRY[cls.name].__module__} "
+                          f"and {cls.__module__})")
+    unknown_views = set(cls.views) - VIEW_NAMES
+    if unknown_views:
+        raise MethodError(f"method {cls.name!r} declares unknown views {sorted(unknown_views)}")
+    _REGISTRY[cls.name] = cls
+    return cls
 
 
 def _load() -> None:

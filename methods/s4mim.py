@@ -28,8 +28,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from methods.base import Batch, LossOutput, MethodContext, MethodError, StepInfo, register
-from methods.common import PADDING, frozen_bn_statistics, patches_touching, random_patch_mask, region_patch_mask
+from datasets import IGNORE_INDEX
+from methods.base import Batch, LossOutput, Method, MethodContext, MethodError, StepInfo, register
+from methods.common import frozen_bn_statistics, patches_touching, random_patch_mask, region_patch_mask
 from methods.unimatch import UniMatch, UniMatchParams
 
 MIM_TERMS = ("loss_mim", "loss_agg", "loss_sem")
@@ -44,13 +45,29 @@ class S4MIMParams(UniMatchParams):
     mask_ratio: float = 0.5          # share of a class's patches (plain MIM: of all patches) that is masked
     classes_per_image: int = 1       # class-wise inputs per image (cost: one extra forward per input)
     mim_images: str = "both"         # which images are masked: labeled, unlabeled or both
-    weight_mim: float = 0.25         # w_mim: pixel reconstruction (1.0 measured 3 mIoU worse, see the register)
+    weight_mim: float = 0.25         # w_mim: pixel reconstruction (see the register)
     weight_agg: float = 0.5          # w_agg: feature aggregation
     weight_sem: float = 0.5          # w_sem: MIM in semantic space
     recon_loss: str = "l1"           # l1 | mse, on the normalised image
     recon_channels: int = 64         # width the decoder features are channel-pooled to, and its hidden width
     agg_detach_visible: bool = True  # stop-gradient on the visible side: masked features move towards visible
     mim_update_bn_stats: bool = False  # let the masked forward update BatchNorm running statistics
+
+
+def check_params(params: S4MIMParams) -> None:
+    if params.patch_size < 1:
+        raise MethodError(f"method.patch_size must be >= 1, got {params.patch_size}")
+    if not 0.0 < params.mask_ratio < 1.0:
+        raise MethodError(f"method.mask_ratio must be in (0, 1), got {params.mask_ratio}")
+    if params.classes_per_image < 1:
+        raise MethodError(f"method.classes_per_image must be >= 1, got {params.classes_per_image}")
+    if params.mim_images not in IMAGE_SOURCES:
+        raise MethodError(f"method.mim_images must be one of {', '.join(IMAGE_SOURCES)}, got {params.mim_images!r}")
+    if params.recon_loss not in ("l1", "mse"):
+        raise MethodError(f"method.recon_loss must be l1 or mse, got {params.recon_loss!r}")
+    for key in ("weight_mim", "weight_agg", "weight_sem"):
+        if getattr(params, key) < 0:
+            raise MethodError(f"method.{key} must be >= 0, got {getattr(params, key)}")
 
 
 @dataclass
@@ -146,13 +163,12 @@ def feature_aggregation_loss(features: torch.Tensor, class_map: torch.Tensor, ma
 
 
 @register
-class S4MIM(UniMatch):
+class S4MIM(Method):
     name = "s4mim"
     display_name = "S4MIM"
-    base = "unimatch"
-    reduces_to_base = True
     description = "UniMatch + class-wise masked image modeling, feature aggregation, semantic-space MIM."
-    from_paper_description = True
+    Params = S4MIMParams
+    views = UniMatch.views
     components = {**UniMatch.components, "mim": True, "classwise_mim": True, "feature_agg": True,
                   "semantic_mim": True}
     component_help = {
@@ -162,35 +178,28 @@ class S4MIM(UniMatch):
         "feature_agg": "1 − cos between class-mean features of the masked and the visible part of each class",
         "semantic_mim": "segmentation of the masked input on its masked pixels against the class map (CE)",
     }
-    own_components = ("mim", "classwise_mim", "feature_agg", "semantic_mim")
     component_terms = {**UniMatch.component_terms, "mim": MIM_TERMS, "classwise_mim": MIM_TERMS,
                        "feature_agg": ("loss_agg",), "semantic_mim": ("loss_sem",)}
     # Without `mim` no MIM term, module or forward exists: UniMatch exactly (Method.same_run_as).
     component_requires = {"classwise_mim": "mim", "feature_agg": "mim", "semantic_mim": "mim"}
-    Params = S4MIMParams
+    base = "unimatch"   # its own components: those UniMatch lacks
+    reduces_to_base = True
+    from_paper_description = True
 
     def __init__(self, params: S4MIMParams, components, ctx: MethodContext):
         super().__init__(params, components, ctx)
-        if params.patch_size < 1:
-            raise MethodError(f"method.patch_size must be >= 1, got {params.patch_size}")
-        if not 0.0 < params.mask_ratio < 1.0:
-            raise MethodError(f"method.mask_ratio must be in (0, 1), got {params.mask_ratio}")
-        if params.classes_per_image < 1:
-            raise MethodError(f"method.classes_per_image must be >= 1, got {params.classes_per_image}")
-        if params.mim_images not in IMAGE_SOURCES:
-            raise MethodError(f"method.mim_images must be one of {', '.join(IMAGE_SOURCES)}, got {params.mim_images!r}")
-        if params.recon_loss not in ("l1", "mse"):
-            raise MethodError(f"method.recon_loss must be l1 or mse, got {params.recon_loss!r}")
-        for key in ("weight_mim", "weight_agg", "weight_sem"):
-            if getattr(params, key) < 0:
-                raise MethodError(f"method.{key} must be >= 0, got {getattr(params, key)}")
+        self.unimatch = self.make_base(UniMatch)
+        check_params(params)
+        self.decoder: ReconstructionDecoder | None = None
 
-    def trainable_modules(self) -> nn.ModuleDict:
-        """The reconstruction decoder, built on first request: the trainer asks after seeding, so its
-        initialisation follows train.seed. None without MIM, so the optimizer then matches UniMatch's exactly."""
-        if self.on["mim"] and "mim_decoder" not in self._modules:
-            self._modules["mim_decoder"] = ReconstructionDecoder(self.params.recon_channels)
-        return self._modules
+    def needs(self) -> frozenset[str]:
+        return self.unimatch.needs()
+
+    def build_modules(self) -> nn.ModuleDict:
+        """The reconstruction decoder; none without MIM, so the optimizer then matches UniMatch's exactly."""
+        if self.on["mim"] and self.decoder is None:
+            self.decoder = ReconstructionDecoder(self.params.recon_channels)
+        return nn.ModuleDict({} if self.decoder is None else {"mim_decoder": self.decoder})
 
     def class_maps(self, batch: Batch, pseudo_w) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(images, class maps, non-padding masks) of the images MIM uses, labeled first."""
@@ -201,7 +210,7 @@ class S4MIM(UniMatch):
             maps.append(torch.where(mask != self.ctx.ignore_index, mask, NO_CLASS))
             valid.append(mask != self.ctx.ignore_index)
         if self.params.mim_images in ("unlabeled", "both"):
-            not_padding = pseudo_w.ignore != PADDING
+            not_padding = pseudo_w.ignore != IGNORE_INDEX
             confident = (pseudo_w.conf >= self.ctx.loss.conf_thresh) & not_padding
             images.append(batch.unlabeled["weak"])
             maps.append(torch.where(confident, pseudo_w.label, NO_CLASS))
@@ -216,7 +225,7 @@ class S4MIM(UniMatch):
         return plain_inputs(images, class_map, valid, p.patch_size, p.mask_ratio)
 
     def mim_terms(self, model, inputs: MaskedInputs) -> dict[str, torch.Tensor]:
-        decoder = self.trainable_modules()["mim_decoder"]
+        decoder = self.decoder
         if inputs.images.shape[0] == 0:  # zero terms still reach the decoder: every process has its gradients
             zero = sum((w * 0).sum() for w in decoder.parameters())
             terms = {"loss_mim": zero}
@@ -242,7 +251,7 @@ class S4MIM(UniMatch):
         return terms
 
     def losses(self, model, batch: Batch, step: StepInfo) -> LossOutput:
-        out = self.forward_unimatch(model, batch)
+        out = self.unimatch.forward_unimatch(model, batch)
         if self.on["mim"]:
             # Masks are drawn after the UniMatch forward, so its terms see the same random numbers as UniMatch.
             inputs = self.masked_inputs(*self.class_maps(batch, out.pseudo_w))
@@ -253,4 +262,4 @@ class S4MIM(UniMatch):
                 out.terms[name] = term
                 out.weights[name] = weights[name]
             out.scalars["mim_inputs"] = float(inputs.images.shape[0])
-        return self.combine(out)
+        return UniMatch.combine(out)

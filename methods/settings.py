@@ -1,4 +1,5 @@
-"""Plain settings shared by the method interface and the config (no torch here: the config imports it).
+"""Plain settings and the method error, shared by the method interface, the registry and the config (no torch
+here: the config imports it).
 
 `LossSettings` is both the config's `loss` section and what a method receives in its context; `coerce` is the
 one conversion of a YAML/CLI value to a declared type, used for config keys and for method parameters.
@@ -10,6 +11,10 @@ from dataclasses import dataclass
 from typing import Any, get_origin
 
 
+class MethodError(ValueError):
+    """Unknown method or component, or a bad method parameter."""
+
+
 @dataclass(frozen=True)
 class LossSettings:
     criterion: str = "ce"          # "ce" | "ohem" (labeled loss; Cityscapes uses OHEM)
@@ -17,7 +22,7 @@ class LossSettings:
     ohem_thresh: float = 0.7
     ohem_min_kept: int = 200000
     # Processes ohem_min_kept is stated per (official Cityscapes: 4); 0 = per process as is. A method's context
-    # holds the per-process value with 0 here (benchmark.schedule.ohem_min_kept_per_process).
+    # holds the per-process value with 0 here (benchmark.train.schedule.ohem_min_kept_per_process).
     ohem_min_kept_world_size: int = 0
 
 

@@ -4,7 +4,7 @@ anew) and every summary.json metric must be identical.
 
     python scripts/kill_grid.py --kills 5 [--profile smoke] [--reference DIR] [--seed N] [--work DIR]
 
-The last kill lands while the reports are being rendered. The slow test tests/test_grid_kill.py runs it with
+The last kill lands while the reports are being rendered. The slow test tests/grid/test_grid_kill.py runs it with
 2 kills. Exit status 0 when everything matches, 1 with the differences listed otherwise.
 """
 from __future__ import annotations

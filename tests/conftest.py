@@ -106,7 +106,7 @@ def run(method, model, batch, seed=0):
     """One step's losses, seeded as the trainer seeds: extra modules are built first (S4MIM's decoder), then
     the step sees the same random numbers whatever those modules drew."""
     torch.manual_seed(seed)
-    method.trainable_modules()
+    method.build_modules()
     torch.manual_seed(seed)
     return method.losses(model, batch, STEP)
 

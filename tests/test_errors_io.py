@@ -14,10 +14,10 @@ import sys
 import pytest
 import torch
 
-from benchmark import runner
-from benchmark import train as train_cli
 from benchmark.cli import run_main
-from benchmark.io import FILE_MODE, DiskFullError, atomic_write, atomic_write_json
+from benchmark.grid import runner
+from datasets.io import FILE_MODE, DiskFullError, atomic_write, atomic_write_json
+from benchmark.train import command as train_cli
 
 
 def copied_dataset(tiny_data, tmp_path) -> tuple[str, os.PathLike]:
@@ -109,7 +109,7 @@ def test_result_files_follow_the_umask(tmp_path):
     assert FILE_MODE == 0o666 & ~mask
     atomic_write_json(tmp_path / "summary.json", {"a": 1})
     assert stat.S_IMODE((tmp_path / "summary.json").stat().st_mode) == FILE_MODE
-    from benchmark.io import temp_path_beside
+    from datasets.io import temp_path_beside
     assert stat.S_IMODE(temp_path_beside(tmp_path / "fig.png").stat().st_mode) == FILE_MODE
 
 

@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 
 from benchmark import numerics
-
 ROOT = Path(__file__).resolve().parents[1]
 PINNED_VARS = tuple(numerics.PINS)
 REPLACED_VAR = numerics.REPLACED_VAR
@@ -86,8 +85,8 @@ def test_labels_and_mixing():
 
 CRASH_AT_STEP_3 = """
 import sys
-from benchmark.config import resolve
-from benchmark.trainer import Trainer
+from benchmark.train.config import resolve
+from benchmark.train.trainer import Trainer
 trainer = Trainer(resolve(profile="smoke", method="fixmatch", overrides=sys.argv[1:]), progress=False)
 losses = trainer.method.losses
 def crash(model, batch, step):

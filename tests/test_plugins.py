@@ -12,9 +12,10 @@ import pytest
 import yaml
 
 from benchmark import plugins
-from benchmark.config import ConfigError, resolve
+from benchmark.train.config import ConfigError, resolve
 from methods import registry
-from methods.base import _REGISTRY, MethodError
+from methods.base import MethodError
+from methods.registry import _REGISTRY
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE = REPO / "examples" / "ema_fixmatch.py"
@@ -33,7 +34,7 @@ def clean_registry():
 
 
 def test_example_plugin_trains_from_outside_the_package(tmp_path, monkeypatch):
-    from benchmark.trainer import Trainer
+    from benchmark.train.trainer import Trainer
     monkeypatch.chdir(tmp_path)   # the plugin path resolves against the caller's folder
     shutil.copy(EXAMPLE, tmp_path / "my_method.py")
     cfg = resolve(profile="smoke", method="ema_fixmatch", plugins=["my_method.py"],
@@ -112,11 +113,13 @@ def test_broken_entry_point_names_it(tmp_path, monkeypatch):
 
 
 def test_run_all_and_ablate_pass_plugins_to_every_cell(tmp_path, monkeypatch):
-    from benchmark import ablate, runner
-    from benchmark.cells import train_argv
-    from benchmark.grid import Cell
+    from benchmark import ablate
+    from benchmark.grid import runner, variants
+    from benchmark.grid.arguments import build_parser
+    from benchmark.grid.local import train_argv
+    from benchmark.grid.cells import Cell
     monkeypatch.chdir(REPO)
-    args = runner.build_parser().parse_args(["--profile", "smoke", "--plugin", "examples/ema_fixmatch.py",
+    args = build_parser().parse_args(["--profile", "smoke", "--plugin", "examples/ema_fixmatch.py",
                                              "--methods", "ema_fixmatch", "--results-dir", str(tmp_path)])
     runner.load_plugins(args.plugin)
     opts = runner.run_options(args, jobs=1)
@@ -125,7 +128,7 @@ def test_run_all_and_ablate_pass_plugins_to_every_cell(tmp_path, monkeypatch):
     # The plugin's component is a switch like any other: the ablation finds it.
     args = ablate.build_parser().parse_args(["--profile", "smoke", "--plugin", str(EXAMPLE),
                                              "--component", "ema_teacher", "--results-dir", str(tmp_path)])
-    _, cells = ablate.ablation_plan_cells(args)
+    _, cells = variants.requested_cells(args, runner.run_options(args, jobs=1))
     assert {c.variant for c in cells} == {"", "no_ema_teacher"}
 
 

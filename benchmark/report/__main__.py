@@ -10,7 +10,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from benchmark.report.common import ReportError
+from datasets.io import atomic_write_files
+from benchmark.report.errors import ReportError
+from benchmark.report.published import DEFAULT_PUBLISHED, DEFAULT_REGISTER, load_published, load_register
 
 DESCRIPTION = """\
 Render the benchmark report (Markdown + PDF + figures + per-class CSV tables + every table as LaTeX) from
@@ -40,7 +42,6 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from benchmark.report.published import DEFAULT_PUBLISHED, DEFAULT_REGISTER
     p = _Parser(prog="python -m benchmark.report", description=DESCRIPTION, epilog=EPILOG,
                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--results", type=Path, default=Path("results"), help="results folder (default: results)")
@@ -61,15 +62,15 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("--name", required=True, help='row label in the report, e.g. "UniMatch official (run 1)"')
     imp.add_argument("--dataset", help="dataset name (default: from the log's config)")
     imp.add_argument("--split", help="split name, e.g. 92 or 1_16 (default: from the log's labeled_id_path)")
-    imp.add_argument("--method", help="method the log trained (default: the strongest baseline, unimatch, whose "
-                                      "official code writes these logs)")
+    imp.add_argument("--method", help="method the log trained (default: the registry's strongest baseline, "
+                                      "whose official code writes these logs)")
     imp.add_argument("--backbone", help="backbone (default: from the log's config)")
     imp.add_argument("--results", type=Path, default=argparse.SUPPRESS, help="results folder (default: results)")
     return p
 
 
 def render(args) -> int:
-    from benchmark.report.published import load_published, load_register
+    # The run records import torch (through the method registry): not for --help or a bad option.
     from benchmark.report.results_store import load_results, require_results
 
     store = load_results(args.results)
@@ -80,11 +81,11 @@ def render(args) -> int:
                           f"{first.reason}")
     published = load_published(args.published)
     register = load_register(args.register)
-    # Plotting and PDF libraries are imported only now, so input errors answer without their import time.
-    from benchmark.report.build import build_document
-    from benchmark.report.latex import write_latex_tables
-    from benchmark.report.markdown import render_markdown
-    from benchmark.report.pdf import write_pdf
+    # Plotting, statistics and PDF libraries are imported only now, so input errors answer without them.
+    from benchmark.report.build import build_document   # matplotlib, scipy, statsmodels
+    from benchmark.report.latex import write_latex_tables   # torch (method names), after the input checks
+    from benchmark.report.markdown import render_markdown   # pandas, after the input checks
+    from benchmark.report.pdf import write_pdf   # reportlab, after the input checks
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
     built = build_document(store, published, register, out, figures=not args.latex_only)
@@ -108,7 +109,6 @@ def write_report_pair(out: Path, markdown: str, render_pdf_to) -> None:
     """report.md and report.pdf are replaced together or not at all (a full disk leaves the previous pair):
     both are written beside their targets first and moved into place only once both exist. A full disk is one
     error naming the file that did not fit."""
-    from benchmark.io import atomic_write_files
     atomic_write_files({out / "report.pdf": render_pdf_to,
                         out / "report.md": lambda tmp: tmp.write_text(markdown, encoding="utf-8")})
 
@@ -126,11 +126,10 @@ def _remove_stale(out: Path, written: set[Path], patterns=STALE_PATTERNS) -> Non
 
 
 def import_log_command(args) -> int:
-    from benchmark.report.logs_import import import_log
-    from methods.registry import strongest_baseline
+    from benchmark.report.logs_import import import_log   # torch (the method registry): not for --help
     results = getattr(args, "results", Path("results"))
     path, rec = import_log(args.log, results, args.name, dataset=args.dataset, split=args.split,
-                           method=args.method or strongest_baseline(), backbone=args.backbone)
+                           method=args.method, backbone=args.backbone)
     print(f"imported {args.log} as '{rec['name']}' ({rec['dataset']} {rec['split']}): best {rec['best']['miou']:.2f} "
           f"at epoch {rec['best']['epoch']}, last {rec['last']['miou']:.2f}, {rec['num_evaluations']} evaluations "
           f"-> {path}")

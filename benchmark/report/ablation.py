@@ -8,10 +8,11 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass, field
 
-from benchmark.report.common import (DASH, PAPER_DESCRIPTION_NOTE, display_name, is_finite, method_sort_key,
+from benchmark.report.labels import (DASH, PAPER_DESCRIPTION_NOTE, display_name, is_finite, method_sort_key,
                                      same_run_suffix, split_sort_key)
 from benchmark.report.document import Numbering, Table
-from benchmark.report.results_store import RunRecord, config_value
+from benchmark.report.records import RunRecord
+from benchmark.report.results_store import config_value
 from benchmark.report.inference import Comparison, compare, draws_sentence, fmt_delta_cell, holm, tests_sentence
 from benchmark.report.stats import SeedStats, fmt_cell, seed_stats, seeds_phrase
 
@@ -55,7 +56,9 @@ class AblationGroup:
 
 
 @dataclass
-class Sweep:
+class SweepCurve:
+    """Measured best-on-val mIoU along one numeric config key that ablation variants set (the planned sweep
+    that trains them is benchmark.grid.variants.Sweep)."""
     dataset: str
     method: str
     key: str
@@ -145,7 +148,7 @@ def bar_data(group: AblationGroup) -> list[tuple[str, str, float, float, int]]:
     return out
 
 
-def sweeps(group: AblationGroup) -> list[Sweep]:
+def sweeps(group: AblationGroup) -> list[SweepCurve]:
     by_key: dict[str, list[tuple[float, RunRecord]]] = defaultdict(list)
     for rs in group.variants.values():
         for r in rs:
@@ -157,7 +160,7 @@ def sweeps(group: AblationGroup) -> list[Sweep]:
                 by_key[key].append((float(value), r))
     result = []
     for key, pts in sorted(by_key.items()):
-        sweep = Sweep(group.dataset, group.method, key, from_paper_description=group.from_paper_description)
+        sweep = SweepCurve(group.dataset, group.method, key, from_paper_description=group.from_paper_description)
         default = _default_value(group.full, key)
         for s in group.splits:
             vals: dict[float, list[float]] = defaultdict(list)

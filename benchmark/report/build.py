@@ -7,16 +7,18 @@ from pathlib import Path
 
 import pandas as pd
 
-from benchmark.config_files import profile_report_note
-from benchmark.io import atomic_write_text
+from benchmark.train.config_files import profile_report_note
+from datasets import REPO_ROOT
+from datasets.io import atomic_write_text
 from benchmark.report import ablation, comparison, details, figures, qualitative
-from benchmark.report.common import (CUSTOM_DATA_NOTE, PAPER_DESCRIPTION_NOTE, REPO_ROOT, USER_SUPPLIED_NOTE,
+from benchmark.report.labels import (CUSTOM_DATA_NOTE, PAPER_DESCRIPTION_NOTE, USER_SUPPLIED_NOTE,
                                      display_name, slugify, split_sort_key)
 from benchmark.report.headline import headlines
 from benchmark.report.polish import notes_once_per_section
 from benchmark.report.document import Document, Figure, Heading, Numbering, Paragraph, Table
 from benchmark.report.published import PublishedEntry, RegisterState
-from benchmark.report.results_store import ResultsStore, load_curve
+from benchmark.report.records import ResultsStore
+from benchmark.report.results_store import load_curve
 
 TITLE = "Semi-supervised semantic segmentation benchmark: results"
 

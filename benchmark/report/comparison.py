@@ -6,11 +6,11 @@ import math
 from collections import defaultdict
 from dataclasses import dataclass
 
-from benchmark.report.common import (CUSTOM_DATA_MARK, CUSTOM_DATA_NOTE, DASH, PAPER_DESCRIPTION_NOTE, display_name,
+from benchmark.report.labels import (CUSTOM_DATA_MARK, CUSTOM_DATA_NOTE, DASH, PAPER_DESCRIPTION_NOTE, display_name,
                                      method_sort_key, registered_method, split_sort_key)
 from benchmark.report.document import Numbering, Table
 from benchmark.report.published import PublishedEntry
-from benchmark.report.results_store import ReferenceRecord, RunRecord
+from benchmark.report.records import ReferenceRecord, RunRecord
 from benchmark.report.inference import (Comparison, compare, draws_sentence, fmt_p, fmt_seeds_needed, holm,
                                          test_label, tests_sentence)
 from benchmark.report.stats import DECIMALS, SeedStats, fmt, fmt_cell, fmt_ci, seed_stats, seeds_phrase
@@ -107,39 +107,39 @@ def numerics_note(runs: list[RunRecord]) -> str | None:
             f"the digit.")
 
 
-def main_table(runs: list[RunRecord], refs: list[ReferenceRecord], dataset: str, metric: str,
-               num: Numbering) -> Table:
-    """One metric (best or last) for one dataset: reproduced rows, then imported official logs."""
-    fr = full_runs(runs, dataset)
-    ds_refs = [r for r in refs if r.dataset == dataset]
-    splits = splits_of(fr, ds_refs, dataset)
-    stats = stats_by(fr, metric)
-    lab = reference_runs(runs, dataset)
-    lab_splits = sorted({r.split for r in lab}, key=split_sort_key)
-    lab_stats = stats_by(lab, metric)
-    rows, bold = [], set()
-    methods = methods_of(fr + lab)
-    custom = on_custom_data(fr + lab)
+def _stats_cell(table: dict, method: str, split: str, custom: set[tuple[str, str]]) -> str:
+    if (method, split) not in table:
+        return DASH
+    return fmt_cell(table[(method, split)]) + (CUSTOM_DATA_MARK if (method, split) in custom else "")
 
-    def cell(table: dict, method: str, split: str) -> str:
-        if (method, split) not in table:
-            return DASH
-        return fmt_cell(table[(method, split)]) + (CUSTOM_DATA_MARK if (method, split) in custom else "")
-    for method in methods:
-        rows.append([method_label(fr + lab, method)] + [cell(stats, method, s) for s in splits]
-                    + [cell(lab_stats, method, s) for s in lab_splits])
-    # Best reproduced value per column, compared at display precision so visible ties are all marked.
+
+def _best_cells(stats: dict, methods: list[str], splits: list[str]) -> set[tuple[int, int]]:
+    """(row, column) of the best reproduced value per column, compared at display precision so visible ties
+    are all marked."""
+    bold = set()
     for j, split in enumerate(splits, start=1):
         means = {i: round(stats[(m, split)].mean, DECIMALS) for i, m in enumerate(methods)
                  if (m, split) in stats and stats[(m, split)].n}
         if means:
             top = max(means.values())
             bold.update((i, j) for i, v in means.items() if v == top)
+    return bold
+
+
+def _official_log_rows(ds_refs: list[ReferenceRecord], metric: str, splits: list[str],
+                       lab_splits: list[str]) -> list[list[str]]:
+    """One row per imported official log, its one run in its split's column."""
+    rows = []
     for ref in sorted(ds_refs, key=lambda r: r.name):
         point = getattr(ref, metric)
         rows.append([f"{ref.name} {REFERENCE_MARK}"]
                     + [fmt_cell(seed_stats([point.miou])) if s == ref.split else DASH for s in splits]
                     + [DASH] * len(lab_splits))
+    return rows
+
+
+def _main_table_notes(fr: list[RunRecord], lab: list[RunRecord], metric: str, methods: list[str],
+                      custom: set, has_refs: bool, has_lab_splits: bool) -> list[str]:
     notes = [f"Cells: mean ± sample std [95 % CI of the mean: Student's t-interval, n − 1 degrees of freedom] "
              f"over seeds (n = seeds with a finite value); {DASH} = no run for this method and split; **bold** = "
              "best reproduced value in the column.", draws_sentence(fr + lab)]
@@ -159,14 +159,34 @@ def main_table(runs: list[RunRecord], refs: list[ReferenceRecord], dataset: str,
         notes.append(PAPER_DESCRIPTION_NOTE)
     if custom:
         notes.append(CUSTOM_DATA_NOTE)
-    if ds_refs:
+    if has_refs:
         notes.append(REFERENCE_NOTE)
     mixed = numerics_note(fr + lab)
     if mixed:
         notes.append(mixed)
-    if lab_splits:
+    if has_lab_splits:
         notes.append("(reference): grid.references cells, trained for every seed beside the grid (e.g. the "
                      "supervised baseline with all labels, the room the labels leave); not ranked, not tested.")
+    return notes
+
+
+def main_table(runs: list[RunRecord], refs: list[ReferenceRecord], dataset: str, metric: str,
+               num: Numbering) -> Table:
+    """One metric (best or last) for one dataset: reproduced rows, then imported official logs."""
+    fr = full_runs(runs, dataset)
+    ds_refs = [r for r in refs if r.dataset == dataset]
+    splits = splits_of(fr, ds_refs, dataset)
+    stats = stats_by(fr, metric)
+    lab = reference_runs(runs, dataset)
+    lab_splits = sorted({r.split for r in lab}, key=split_sort_key)
+    lab_stats = stats_by(lab, metric)
+    methods = methods_of(fr + lab)
+    custom = on_custom_data(fr + lab)
+    rows = [[method_label(fr + lab, method)] + [_stats_cell(stats, method, s, custom) for s in splits]
+            + [_stats_cell(lab_stats, method, s, custom) for s in lab_splits] for method in methods]
+    bold = _best_cells(stats, methods, splits)
+    rows += _official_log_rows(ds_refs, metric, splits, lab_splits)
+    notes = _main_table_notes(fr, lab, metric, methods, custom, bool(ds_refs), bool(lab_splits))
     caption = f"{dataset}: {METRICS[metric]}, {seeds_phrase(fr + lab)}."
     return Table(["Method"] + splits + [reference_column(s) for s in lab_splits], rows, num.table(caption),
                  notes, bold)
@@ -258,6 +278,51 @@ def resolution_sentence(found: list[SignificanceRow], fr: list[RunRecord]) -> st
     return text + "."
 
 
+def _published_row(e: PublishedEntry, fr: list[RunRecord], stats: dict, ds_refs: list[ReferenceRecord],
+                   source_number: int) -> list[str]:
+    """A published number beside our reproduced one, their difference and any imported official log."""
+    ours = stats.get((e.method, e.split))
+    our_backbones = sorted({r.backbone or "?" for r in fr if r.method == e.method and r.split == e.split})
+    have_ours = ours is not None and ours.n > 0
+    if e.miou is None:
+        delta = NOT_AVAILABLE
+    elif not have_ours:
+        delta = DASH
+    else:
+        delta = fmt(ours.mean - e.miou, signed=True)
+        if e.backbone and our_backbones and our_backbones != [e.backbone]:
+            delta += " (other backbone)"
+    log_best = [r.best.miou for r in ds_refs if r.method == e.method and r.split == e.split
+                and (r.backbone is None or e.backbone is None or r.backbone == e.backbone)]
+    return [display_name(e.method, paper_flag(fr, e.method) or paper_method(e.method)), e.split,
+            e.backbone or NOT_AVAILABLE, str(e.crop) if e.crop is not None else NOT_AVAILABLE,
+            fmt(e.miou) if e.miou is not None else NOT_AVAILABLE,
+            fmt_cell(ours) if ours is not None else DASH,
+            ", ".join(our_backbones) if our_backbones else DASH, delta,
+            ", ".join(fmt(v) for v in log_best) if log_best else DASH,
+            f"[{source_number}]"]
+
+
+def _published_notes(entries: list[PublishedEntry], fr: list[RunRecord], custom: list[RunRecord],
+                     sources: list[str]) -> list[str]:
+    notes = ["Reproduced: best-on-val mean ± std over seeds of our full-method runs. Δ = reproduced − published "
+             "(points), only where both exist; '(other backbone)' marks a Δ across different backbones (e.g. a "
+             "small CPU backbone vs the paper's ResNet-101) — a gap to read, not an error. 'not available': the "
+             "published value is null in benchmark/data/published.yaml until someone copies it from the paper."]
+    if custom:
+        notes.append(f"{len(custom)} run(s) trained on custom split lists or data (data.custom_splits, "
+                     f"data.custom_data; checksums in their summary.json) are left out of this table: their numbers "
+                     f"are not comparable.")
+    notes += [f"[{i}] {s}" for i, s in enumerate(sources, start=1)]
+    if any(paper_method(e.method) for e in entries) or any(paper_flag(fr, m) for m in methods_of(fr)):
+        notes.append(PAPER_DESCRIPTION_NOTE)
+    return notes
+
+
+PUBLISHED_COLUMNS = ["Method", "Split", "Backbone (published)", "Crop", "Published", "Reproduced",
+                     "Backbone (ours)", "Δ", "Official log", "Source"]
+
+
 def published_table(runs: list[RunRecord], refs: list[ReferenceRecord], published: list[PublishedEntry],
                     dataset: str, num: Numbering) -> Table | None:
     entries = [e for e in published if e.dataset == dataset]
@@ -274,39 +339,6 @@ def published_table(runs: list[RunRecord], refs: list[ReferenceRecord], publishe
     for e in entries:
         if e.source not in sources:
             sources.append(e.source)
-        ours = stats.get((e.method, e.split))
-        our_backbones = sorted({r.backbone or "?" for r in fr if r.method == e.method and r.split == e.split})
-        have_ours = ours is not None and ours.n > 0
-        if e.miou is None:
-            delta = NOT_AVAILABLE
-        elif not have_ours:
-            delta = DASH
-        else:
-            delta = fmt(ours.mean - e.miou, signed=True)
-            if e.backbone and our_backbones and our_backbones != [e.backbone]:
-                delta += " (other backbone)"
-        log_best = [r.best.miou for r in ds_refs if r.method == e.method and r.split == e.split
-                    and (r.backbone is None or e.backbone is None or r.backbone == e.backbone)]
-        rows.append([
-            display_name(e.method, paper_flag(fr, e.method) or paper_method(e.method)), e.split,
-            e.backbone or NOT_AVAILABLE, str(e.crop) if e.crop is not None else NOT_AVAILABLE,
-            fmt(e.miou) if e.miou is not None else NOT_AVAILABLE,
-            fmt_cell(ours) if ours is not None else DASH,
-            ", ".join(our_backbones) if our_backbones else DASH, delta,
-            ", ".join(fmt(v) for v in log_best) if log_best else DASH,
-            f"[{sources.index(e.source) + 1}]"])
-    notes = ["Reproduced: best-on-val mean ± std over seeds of our full-method runs. Δ = reproduced − published "
-             "(points), only where both exist; '(other backbone)' marks a Δ across different backbones (e.g. a "
-             "small CPU backbone vs the paper's ResNet-101) — a gap to read, not an error. 'not available': the "
-             "published value is null in benchmark/data/published.yaml until someone copies it from the paper."]
-    if custom:
-        notes.append(f"{len(custom)} run(s) trained on custom split lists or data (data.custom_splits, "
-                     f"data.custom_data; checksums in their summary.json) are left out of this table: their numbers "
-                     f"are not comparable.")
-    notes += [f"[{i}] {s}" for i, s in enumerate(sources, start=1)]
-    if any(paper_method(e.method) for e in entries) or any(paper_flag(fr, m) for m in methods_of(fr)):
-        notes.append(PAPER_DESCRIPTION_NOTE)
-    columns = ["Method", "Split", "Backbone (published)", "Crop", "Published", "Reproduced",
-               "Backbone (ours)", "Δ", "Official log", "Source"]
-    return Table(columns, rows, num.table(f"{dataset}: published vs reproduced (best-on-val mIoU, %)."), notes,
-                 key_columns=2)
+        rows.append(_published_row(e, fr, stats, ds_refs, sources.index(e.source) + 1))
+    return Table(PUBLISHED_COLUMNS, rows, num.table(f"{dataset}: published vs reproduced (best-on-val mIoU, %)."),
+                 _published_notes(entries, fr, custom, sources), key_columns=2)

@@ -8,14 +8,15 @@ from collections import Counter, defaultdict
 
 import pandas as pd
 
-from benchmark.report.common import (DASH, REPO_ROOT, PAPER_DESCRIPTION_NOTE, display_name,
+from benchmark.report.labels import (DASH, PAPER_DESCRIPTION_NOTE, display_name,
                                      method_sort_key, same_run_suffix, slugify, split_sort_key)
 from benchmark.report.comparison import (REFERENCE_MARK, REFERENCE_NOTE, method_label, methods_of, numerics_note,
                                          paper_flag, paper_method)
 from benchmark.report.document import Numbering, Table
 from benchmark.report.published import REGISTER_FIELDS, RegisterState
-from benchmark.report.results_store import ReferenceRecord, RunRecord
+from benchmark.report.records import ReferenceRecord, RunRecord
 from benchmark.report.stats import fmt, seed_stats, seeds_phrase
+from datasets import REPO_ROOT
 from methods.registry import lower_bound
 
 # ---------------------------------------------------------------------------------------------- per class

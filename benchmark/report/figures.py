@@ -12,14 +12,14 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
-from benchmark.io import atomic_write_files  # noqa: E402
+from datasets.io import atomic_write_files  # noqa: E402
 
 DPI = 150
 TEXT_WIDTH_IN = 6.7     # A4 portrait text width at 2 cm margins, so 1 figure inch ≈ 1 printed inch
 sns.set_theme(context="paper", style="whitegrid", font_scale=1.0)
 
 
-def _save(fig, path: Path) -> Path:
+def save_figure(fig, path: Path) -> Path:
     try:
         # No timestamp in PNG metadata: re-rendering the same results gives identical files.
         atomic_write_files({Path(path): lambda tmp: fig.savefig(tmp, dpi=DPI, bbox_inches="tight", format="png")})
@@ -44,7 +44,7 @@ def miou_vs_split(series: dict[str, list[tuple[str, float, float]]], splits: lis
     ax.set_ylabel("best-on-val mIoU (%)")
     ax.set_title(title)
     ax.legend(fontsize=8, loc="best")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def ablation_bars(data: list[tuple[str, str, float, float, int]], title: str, path: Path) -> Path:
@@ -71,7 +71,7 @@ def ablation_bars(data: list[tuple[str, str, float, float, int]], title: str, pa
     low = (frame["mean"] - frame["std"].fillna(0)).min()
     ax.set_ylim(bottom=max(0.0, low - 5))   # dot plot: the axis may start near the data
     ax.legend(fontsize=8)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def sweep_lines(points: dict[str, list], key: str, title: str, path: Path) -> Path:
@@ -90,7 +90,7 @@ def sweep_lines(points: dict[str, list], key: str, title: str, path: Path) -> Pa
     ax.set_ylabel("best-on-val mIoU (%)")
     ax.set_title(title)
     ax.legend(fontsize=8)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def per_class_heatmaps(iou: pd.DataFrame, gain: pd.DataFrame | None, title: str, path: Path) -> Path:
@@ -112,7 +112,7 @@ def per_class_heatmaps(iou: pd.DataFrame, gain: pd.DataFrame | None, title: str,
         ax.tick_params(axis="y", labelrotation=0, labelsize=8)
         for label in ax.get_xticklabels():
             label.set_horizontalalignment("right")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def _draw_heatmaps(axes, iou, gain, annot, title) -> None:
@@ -143,4 +143,4 @@ def learning_curves(curves: dict[str, pd.DataFrame], title: str, path: Path, x_l
     ax.set_ylabel("val mIoU (%)")
     ax.set_title(title)
     ax.legend(fontsize=8, loc="lower right")
-    return _save(fig, path)
+    return save_figure(fig, path)

@@ -1,10 +1,9 @@
 """The report's opening lines: per dataset, what each method gains over the supervised baseline (the registry's
 `lower_bound`) where labels
 are scarcest, with the significance table's 95 % CI and Holm-adjusted p-value, and the all-labels reference
-when it was run.
+when it was run. One line per dataset, of the form
 
-    animals, 8 labels: UniMatch +6.1 [+2.0, +10.2] (p_Holm = 0.01), FixMatch +5.4 [+0.3, +10.5] (p_Holm = 0.04)
-    over supervised 38.2; all labels 55.0
+    <dataset>, <n> labels: <method> <gain> [<CI>] (p_Holm = <p>), ... over <baseline> <mIoU>; all labels <mIoU>
 
 Written from the results alone (best-on-val mIoU, mean over seeds; the comparisons are the significance
 table's own rows, so the test, the interval and the adjustment are the same).
@@ -14,7 +13,9 @@ from __future__ import annotations
 import math
 
 from benchmark.report.comparison import full_runs, method_label, reference_runs, significance_rows, stats_by
-from benchmark.report.results_store import RunRecord
+from benchmark.report.labels import split_sort_key
+from benchmark.report.records import RunRecord
+from methods.registry import lower_bound
 
 
 def labels_text(runs: list[RunRecord], split: str) -> str:
@@ -44,11 +45,9 @@ def ci_text(ci: tuple[float, float] | None) -> str:
 
 
 def dataset_headline(runs: list[RunRecord], dataset: str) -> str | None:
-    from benchmark.report.common import split_sort_key
     fr = [r for r in full_runs(runs, dataset) if math.isfinite(r.best.miou)]
     if not fr:
         return None
-    from methods.registry import lower_bound
     baseline = lower_bound()
     stats = stats_by(fr, "best")
     with_baseline = sorted({r.split for r in fr if r.method == baseline}, key=split_sort_key)

@@ -20,7 +20,7 @@ from statsmodels.stats.meta_analysis import effectsize_smd
 from statsmodels.stats.multitest import multipletests
 from statsmodels.stats.power import TTestIndPower, TTestPower
 
-from benchmark.report.common import DASH
+from benchmark.report.labels import DASH
 from benchmark.report.stats import CONFIDENCE, fmt, fmt_ci
 
 ALPHA = 0.05

@@ -4,15 +4,15 @@ marks († ‡ §) as superscripts, the notes as a footnote-sized paragraph unde
     OUT/tables/table_03_animals-significance-of-best-on-val-differences.tex   (needs \\usepackage{booktabs})
 
 The cells are the document model's own text (the Markdown and the PDF render the same), so the numbers
-agree by construction; tests/test_report_latex.py checks them against the Markdown.
+agree by construction; tests/report/test_report_latex.py checks them against the Markdown.
 """
 from __future__ import annotations
 
 import re
 from pathlib import Path
 
-from benchmark.io import atomic_write_text
-from benchmark.report.common import slugify
+from datasets.io import atomic_write_text
+from benchmark.report.labels import slugify
 from benchmark.report.document import Document, Table
 
 _SPECIALS = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",

@@ -18,8 +18,10 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from benchmark.io import atomic_write_text
-from benchmark.report.common import ReportError, published_backbone, slugify
+from datasets.io import atomic_write_text
+from benchmark.report.errors import ReportError
+from benchmark.report.labels import published_backbone, slugify
+from methods.registry import strongest_baseline
 
 EPOCH_RE = re.compile(r"=+>\s*Epoch:\s*(\d+)")
 CLASS_RE = re.compile(r"Class \[(\d+)\s+([^\]]+?)\]\s+IoU:\s*([-+]?\d+(?:\.\d+)?|nan)", re.I)
@@ -119,7 +121,10 @@ def reference_path(results: Path, dataset: str, split: str, name: str) -> Path:
 
 
 def import_log(log_path: Path, results: Path, name: str, dataset: str | None = None, split: str | None = None,
-               method: str = "unimatch", backbone: str | None = None) -> tuple[Path, dict]:
+               method: str | None = None, backbone: str | None = None) -> tuple[Path, dict]:
+    """`method`: the method the log trained; by default the registry's strongest baseline, whose official code
+    writes these logs."""
+    method = method or strongest_baseline()
     log_path = Path(log_path)
     if not log_path.is_file():
         raise ReportError(f"log file {log_path} not found")

@@ -13,6 +13,7 @@ from pathlib import Path
 from xml.sax.saxutils import escape
 
 import matplotlib
+from PIL import Image as PILImage
 from reportlab.lib import colors
 from reportlab.lib.enums import TA_LEFT
 from reportlab.lib.pagesizes import A4, landscape
@@ -25,7 +26,6 @@ from reportlab.platypus import (BaseDocTemplate, Flowable, Frame, Image, KeepTog
 from reportlab.platypus import Table as RLTable
 from reportlab.platypus import TableStyle
 
-from benchmark.io import atomic_write_files
 from benchmark.report.document import Document, Figure, Heading, Paragraph as DocParagraph, Table
 
 MARGIN = 1.8 * cm
@@ -219,7 +219,6 @@ class FigureBlock(Flowable):
 
 
 def figure_flowables(f: Figure, styles) -> tuple[str, list]:
-    from PIL import Image as PILImage   # Pillow is a matplotlib dependency
     with PILImage.open(f.path) as im:
         px_w, px_h = im.size
         dpi = im.info.get("dpi", (150, 150))[0] or 150
@@ -255,11 +254,6 @@ def _footer(canvas, doc) -> None:
     canvas.restoreState()
 
 
-def render_pdf(doc: Document, path: Path) -> None:
-    """Written atomically (benchmark/io.py): a full disk names `path` and keeps the previous PDF."""
-    atomic_write_files({Path(path): lambda tmp: write_pdf(doc, tmp)})
-
-
 def _section_orientations(blocks: list, rendered: dict) -> dict[int, str]:
     """Heading index (level <= 2) -> the orientation its section starts in: landscape where any of its blocks
     needs it."""
@@ -274,61 +268,77 @@ def _section_orientations(blocks: list, rendered: dict) -> dict[int, str]:
     return out
 
 
-def write_pdf(doc: Document, path: Path) -> None:
-    """The PDF straight into `path` (the atomic writer's temp file)."""
-    _register_fonts()
-    styles = _styles()
-    story: list = [Paragraph(inline(doc.title), styles["title"])]
-    orient = "portrait"
-    trailing_headings: list = []     # headings just added, moved along when a page break must come before them
-    fresh_break: list = []           # [index of the NextPageTemplate] while nothing but headings followed it
+class _Story:
+    """The flowables of the PDF in order, with the page orientation they are set in. A heading never ends a
+    page: headings just added travel with the block they introduce, also across an orientation change."""
 
-    def switch(to: str) -> None:
-        nonlocal orient
-        if to == orient:
+    def __init__(self, title: Paragraph):
+        self.flowables: list = [title]
+        self.orient = "portrait"
+        self.trailing_headings: list = []   # headings just added, moved along when a page break must come first
+        self.fresh_break: list = []         # [index of the NextPageTemplate] while only headings followed it
+
+    def switch(self, to: str) -> None:
+        if to == self.orient:
             return
-        if fresh_break:              # the new page is still empty: change its orientation, no second break
-            story[fresh_break[0]] = NextPageTemplate(to)
+        if self.fresh_break:                # the new page is still empty: change its orientation, no second break
+            self.flowables[self.fresh_break[0]] = NextPageTemplate(to)
         else:
-            moved = [story.pop() for _ in range(len(trailing_headings))][::-1]
-            fresh_break[:] = [len(story)]
-            story.extend([NextPageTemplate(to), PageBreak(), *moved])
-        orient = to
+            moved = [self.flowables.pop() for _ in range(len(self.trailing_headings))][::-1]
+            self.fresh_break[:] = [len(self.flowables)]
+            self.flowables.extend([NextPageTemplate(to), PageBreak(), *moved])
+        self.orient = to
 
+    def add_heading(self, block: Heading, styles, section_orient: str | None) -> None:
+        if block.level <= 2:
+            # A section that needs a landscape page starts on one: switching halfway through would leave
+            # a half-empty portrait page inside the section.
+            self.switch(section_orient)
+            self.trailing_headings.clear()
+        para = Paragraph(inline(block.text), styles["h2" if block.level <= 2 else "h3"])
+        para._outline_level = max(0, block.level - 2)
+        self.flowables.append(para)
+        self.trailing_headings.append(para)
+
+    def add_paragraph(self, block: DocParagraph, styles) -> None:
+        self.flowables.append(Paragraph(inline(block.text), styles["small" if block.small else "body"]))
+        self.trailing_headings.clear()
+        self.fresh_break.clear()
+
+    def add_block(self, want: str, flow: list) -> None:
+        """A rendered table or figure: (the orientation it needs, its flowables)."""
+        if want == "landscape":
+            self.switch("landscape")        # stays landscape until the next section: fewer half-empty pages
+        if self.trailing_headings:          # a heading never ends a page: it travels with the block it introduces
+            del self.flowables[len(self.flowables) - len(self.trailing_headings):]
+            # Flattened: reportlab moves a KeepTogether nested in another to a new page even when it fits.
+            inner = [x for f in flow for x in (f._content if isinstance(f, KeepTogether) else [f])]
+            flow = [KeepTogether(list(self.trailing_headings) + inner)]
+        self.flowables.extend(flow)
+        self.trailing_headings.clear()
+        self.fresh_break.clear()
+
+
+def _flowables(doc: Document, styles) -> list:
+    """The document's blocks as flowables, each table and figure in the orientation it needs."""
+    story = _Story(Paragraph(inline(doc.title), styles["title"]))
     rendered = {i: (table_flowables(b, styles) if isinstance(b, Table) else figure_flowables(b, styles))
                 for i, b in enumerate(doc.blocks) if isinstance(b, (Table, Figure))}
     section_orient = _section_orientations(doc.blocks, rendered)
     for index, block in enumerate(doc.blocks):
         if isinstance(block, Heading):
-            if block.level <= 2:
-                # A section that needs a landscape page starts on one: switching halfway through would leave
-                # a half-empty portrait page inside the section.
-                switch(section_orient[index])
-                trailing_headings.clear()
-            para = Paragraph(inline(block.text), styles["h2" if block.level <= 2 else "h3"])
-            para._outline_level = max(0, block.level - 2)
-            story.append(para)
-            trailing_headings.append(para)
-            continue
-        if isinstance(block, DocParagraph):
-            story.append(Paragraph(inline(block.text), styles["small" if block.small else "body"]))
-            trailing_headings.clear()
-            fresh_break.clear()
-            continue
-        if index not in rendered:  # pragma: no cover
+            story.add_heading(block, styles, section_orient.get(index))
+        elif isinstance(block, DocParagraph):
+            story.add_paragraph(block, styles)
+        elif index in rendered:
+            story.add_block(*rendered[index])
+        else:  # pragma: no cover
             raise TypeError(f"no PDF renderer for {type(block).__name__}")
-        want, flow = rendered[index]
-        if want == "landscape":
-            switch("landscape")       # stays landscape until the next section: fewer half-empty pages
-        if trailing_headings:         # a heading never ends a page: it travels with the block it introduces
-            del story[len(story) - len(trailing_headings):]
-            # Flattened: reportlab moves a KeepTogether nested in another to a new page even when it fits.
-            inner = [x for f in flow for x in (f._content if isinstance(f, KeepTogether) else [f])]
-            flow = [KeepTogether(list(trailing_headings) + inner)]
-        story.extend(flow)
-        trailing_headings.clear()
-        fresh_break.clear()
+    return story.flowables
 
+
+def _pdf_document(doc: Document, path: Path) -> _Doc:
+    """An A4 document with a portrait and a landscape page template, both with the page-number footer."""
     pdf = _Doc(str(path), pagesize=A4, leftMargin=MARGIN, rightMargin=MARGIN, topMargin=MARGIN,
                bottomMargin=MARGIN, title=doc.title, author="benchmark.report", invariant=1)
     pw, ph = A4
@@ -338,4 +348,12 @@ def write_pdf(doc: Document, path: Path) -> None:
                      onPage=_footer, pagesize=A4),
         PageTemplate("landscape", [Frame(MARGIN, MARGIN, lw - 2 * MARGIN, lh - 2 * MARGIN, id="l", **NO_PAD)],
                      onPage=_footer, pagesize=landscape(A4))])
-    pdf.build(story)
+    return pdf
+
+
+def write_pdf(doc: Document, path: Path) -> None:
+    """The PDF straight into `path`: the temp file datasets.io's atomic writer hands over (see __main__.py)."""
+    _register_fonts()
+    styles = _styles()
+    story = _flowables(doc, styles)
+    _pdf_document(doc, path).build(story)

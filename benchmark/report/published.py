@@ -12,7 +12,8 @@ from typing import Any
 
 import yaml
 
-from benchmark.report.common import REPO_ROOT, ReportError
+from benchmark.report.errors import ReportError
+from datasets import REPO_ROOT
 
 DEFAULT_PUBLISHED = REPO_ROOT / "benchmark" / "data" / "published.yaml"
 DEFAULT_REGISTER = REPO_ROOT / "methods" / "interpretations"

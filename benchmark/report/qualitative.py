@@ -1,7 +1,7 @@
 """Qualitative figures: per dataset and split, the same few val images with their ground truth and each
 method's best-on-val prediction, coloured with the dataset's palette, with a class legend.
 
-The trainer saves these predictions (`qualitative.npz`, see benchmark/qualitative.py); each method's column
+The trainer saves these predictions (`qualitative.npz`, see benchmark/train/sample_images.py); each method's column
 comes from its lowest seed that has them. Without any, the figure is skipped with a note.
 """
 from __future__ import annotations
@@ -9,12 +9,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.patches import Patch
 
 from benchmark.report.comparison import full_runs, method_label, methods_of
-from benchmark.report.results_store import RunRecord
+from benchmark.report.figures import TEXT_WIDTH_IN, save_figure
+from benchmark.report.records import RunRecord
 
-QUALITATIVE_FILE = "qualitative.npz"   # written by benchmark/qualitative.py (the report does not import torch)
+QUALITATIVE_FILE = "qualitative.npz"   # plain arrays from benchmark/train/sample_images.py: no checkpoint to load
 IGNORE_COLOUR = (255, 255, 255)
 
 
@@ -80,9 +83,6 @@ def colourise(labels: np.ndarray, palette: np.ndarray) -> np.ndarray:
 
 
 def draw(q: QualitativeSet, title: str, path: Path) -> Path:
-    import matplotlib.pyplot as plt
-    from matplotlib.patches import Patch
-    from benchmark.report.figures import TEXT_WIDTH_IN, _save
     columns = ["image", "ground truth"] + [p.method for p in q.panels]
     rows = len(q.ids)
     height, width = q.images[0].shape[:2]
@@ -111,7 +111,7 @@ def draw(q: QualitativeSet, title: str, path: Path) -> Path:
     fig.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, 0), ncol=min(len(handles), 8),
                fontsize=7, frameon=False)
     fig.suptitle(title, fontsize=9, y=1.0, va="top")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def caption(q: QualitativeSet, dataset: str, split: str) -> str:

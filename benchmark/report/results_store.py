@@ -9,113 +9,21 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from benchmark.numerics import sessions_label
-from benchmark.report.common import ReportError, is_finite, published_backbone, registered_method
+from benchmark.report.errors import ReportError
+from benchmark.report.labels import is_finite, published_backbone, registered_method
+from benchmark.report.records import EvalPoint, ReferenceRecord, ResultsStore, RunRecord, Skipped
 # An ablation variant that trains exactly another cell's run holds this pointer instead of its own run.
-from benchmark.grid import run_name
-from benchmark.same_run import POINTER as SAME_RUN_POINTER
+from benchmark.grid.same_run import POINTER as SAME_RUN_POINTER
+from methods.registry import strongest_baseline
 
 # Statuses whose numbers are reported. A diverged run keeps its row so the table can say "NaN (diverged)".
 REPORTED_STATUSES = {"complete", "diverged"}
-
-
-@dataclass(frozen=True)
-class EvalPoint:
-    iter: int | None
-    miou: float                     # NaN when the run diverged
-    per_class: dict[str, float]
-
-
-@dataclass
-class RunRecord:
-    path: Path
-    dataset: str
-    split: str
-    method: str
-    variant: str | None
-    seed: int
-    status: str
-    best: EvalPoint
-    last: EvalPoint
-    components: dict[str, Any] = field(default_factory=dict)
-    overrides: dict[str, Any] = field(default_factory=dict)
-    profile: str | None = None
-    iters: int | None = None
-    wall_time_s: float | None = None
-    step_time_s: float | None = None
-    images_per_s: float | None = None
-    peak_memory_mb: float | None = None
-    device: str | None = None
-    versions: dict[str, Any] = field(default_factory=dict)
-    git_commit: str | None = None
-    config_hash: str | None = None
-    backbone: str | None = None
-    from_paper_description: bool = False
-    params: dict[str, Any] = field(default_factory=dict)       # resolved method parameters, when recorded
-    class_names: list[str] = field(default_factory=list)      # evaluation order of the classes
-    same_run_as: str | None = None    # label of the run this variant reuses (identical training), if any
-    custom_splits: bool = False       # trained on split lists other than the pinned official ones
-    custom_data: bool = False         # embedded data whose digest differs from the pinned one, accepted by the user
-    # The recipe as trained (absent from summaries written before these were recorded)
-    world_size: int | None = None
-    labeled_total_batch_size: int | None = None
-    labeled_batch_per_process: int | None = None
-    evaluations: int | None = None                             # how many evaluations "best on val" chose from
-    precision: str | None = None                               # fp32 (official) | bf16
-    reference: bool = False           # a grid.references run (e.g. supervised with all labels)
-    num_labeled: int | None = None    # labeled images of the split, when recorded
-    user_supplied: bool = False       # a plugin method, not one of the suite's (benchmark/plugins.py)
-    base: str | None = None           # the method it declares it builds on (compared with in the report)
-    display_name: str | None = None   # how the method names itself (Method.display_name), when recorded
-    significance_baseline: bool = False   # every method is tested against it (Method.significance_baseline)
-    numerics: str | None = None       # CPU numerics in force (benchmark.numerics.label; " + " when a resume mixed)
-    # summary["data_draw"]: "per_seed" (seed k trained on draw k, shared by every method: comparisons pair by
-    # seed) | "single" (one draw for every seed) | None (not recorded); the digest tells two draws apart
-    draw_design: str | None = None
-    draw_digest: str | None = None
-
-    @property
-    def label(self) -> str:
-        """The run name as the trainer writes it: method, or method__variant for ablation variants."""
-        return run_name(self.method, self.variant)
-
-
-@dataclass
-class ReferenceRecord:
-    """An official training log imported by `import-log` (one run, so n = 1)."""
-    path: Path
-    name: str
-    dataset: str
-    split: str
-    method: str
-    backbone: str | None
-    best: EvalPoint
-    last: EvalPoint
-    curve: list[tuple[int, float]]            # (epoch, mIoU)
-    source_log: str
-
-
-@dataclass(frozen=True)
-class Skipped:
-    path: Path
-    reason: str
-
-
-@dataclass
-class ResultsStore:
-    root: Path
-    runs: list[RunRecord]
-    references: list[ReferenceRecord]
-    skipped: list[Skipped]
-
-    def datasets(self) -> list[str]:
-        return sorted({r.dataset for r in self.runs} | {r.dataset for r in self.references})
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -196,6 +104,18 @@ def parse_run_folder(folder: Path) -> RunRecord:
         # The trainer writes summary.json last; without it the run is in progress, was interrupted, or
         # failed (a NaN loss stops training): its own log says which.
         raise _Malformed("no summary.json (run in progress, interrupted or failed; see the run's log)")
+    s = _read_summary(summary_path)
+    status = str(s.get("status", "complete"))
+    best = _eval_point(s.get("best"), "best", required=True)
+    last = _eval_point(s.get("last"), "last", required=False)
+    diverged = not math.isfinite(best.miou) or not math.isfinite(last.miou)
+    if status not in REPORTED_STATUSES and not diverged:
+        raise _Malformed(f"status is {status!r}, not 'complete'")
+    return _run_record(folder, s, status, best, last)
+
+
+def _read_summary(summary_path: Path) -> dict:
+    """summary.json as a dict with the fields that identify the run (dataset, method, split, seed)."""
     try:
         s = json.loads(summary_path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -209,12 +129,11 @@ def parse_run_folder(folder: Path) -> RunRecord:
         raise _Malformed("summary.json: missing 'split'")
     if not isinstance(s.get("seed"), int) or isinstance(s.get("seed"), bool):
         raise _Malformed("summary.json: missing or non-integer 'seed'")
-    status = str(s.get("status", "complete"))
-    best = _eval_point(s.get("best"), "best", required=True)
-    last = _eval_point(s.get("last"), "last", required=False)
-    diverged = not math.isfinite(best.miou) or not math.isfinite(last.miou)
-    if status not in REPORTED_STATUSES and not diverged:
-        raise _Malformed(f"status is {status!r}, not 'complete'")
+    return s
+
+
+def _run_record(folder: Path, s: dict, status: str, best: EvalPoint, last: EvalPoint) -> RunRecord:
+    """The run's record from its checked summary; fields a summary lacks are None, empty or the class's."""
     variant = s.get("variant")
     method = s["method"]
     cls = registered_method(method)
@@ -379,7 +298,7 @@ def parse_reference(path: Path) -> ReferenceRecord:
                              {str(k): float(v) for k, v in (raw.get("per_class") or {}).items()})
         return ReferenceRecord(
             path=path, name=str(r["name"]), dataset=str(r["dataset"]), split=str(r["split"]),
-            method=str(r.get("method", "unimatch")), backbone=published_backbone(_opt_str(r.get("backbone"))),
+            method=str(r.get("method", strongest_baseline())), backbone=published_backbone(_opt_str(r.get("backbone"))),
             best=point(r["best"]), last=point(r["last"]),
             curve=[(int(p["epoch"]), float(p["miou"])) for p in r.get("curve", [])],
             source_log=str(r.get("source_log", "")))

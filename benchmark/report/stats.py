@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from scipy import stats as sps
 
-from benchmark.report.common import DASH
+from benchmark.report.labels import DASH
 
 DECIMALS = 2           # the official logs print two decimals; more would be false precision
 CONFIDENCE = 0.95
