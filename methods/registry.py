@@ -93,6 +93,11 @@ def baselines() -> tuple[str, ...]:
     return tuple(name for name in builtin_names() if not _REGISTRY[name].from_paper_description)
 
 
+def semi_supervised_baselines() -> tuple[str, ...]:
+    """The published baselines that learn from unlabeled images: `baselines()` without the lower bound."""
+    return tuple(name for name in baselines() if name != lower_bound())
+
+
 def get(name: str) -> type[Method]:
     methods = all_methods()
     if name not in methods:

@@ -3,7 +3,7 @@
     python -m benchmark.diagnostics.steptime --profile-cell [--methods NAME,NAME] [--profile default]
                                  [--split 1_128] [--seed 0] [--pstats DIR] [key=value ...]
 
-Each method (by default the semi-supervised baselines: `methods.registry.baselines()` but the lower bound) is
+Each method (by default the semi-supervised baselines: `methods.registry.semi_supervised_baselines()`) is
 one fresh `python -m benchmark.diagnostics.steptime --profile-cell --one METHOD` process that trains a real
 cell (`Trainer.fit`, checkpoints and qualitative saves included) into a scratch folder. The parent times the
 whole process; the child times named phases with CPU-time wrappers around the pieces of the run (decoding,
@@ -88,11 +88,6 @@ class PhaseTimer:
         self._charge()
         return [{"phase": " > ".join(path) or "(rest)", "seconds": s, "calls": self.calls.get(path, 0)}
                 for path, s in self.seconds.items()]
-
-
-def semi_supervised_baselines() -> list[str]:
-    """The published baselines that learn from unlabeled images: `registry.baselines()` but the lower bound."""
-    return [name for name in registry.baselines() if name != registry.lower_bound()]
 
 
 def _forward_label(model, x, need_fp=False, **_):
@@ -191,7 +186,8 @@ def table(results: list[dict]) -> str:
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmark.diagnostics.steptime --profile-cell",
                                      description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--methods", default=",".join(semi_supervised_baselines()), help="comma-separated methods")
+    parser.add_argument("--methods", default=",".join(registry.semi_supervised_baselines()),
+                        help="comma-separated methods")
     parser.add_argument("--profile", default="default")
     parser.add_argument("--split", help="label split (default: the dataset's lowest)")
     parser.add_argument("--seed", type=int, default=0)

@@ -34,11 +34,6 @@ NATIVE = "native (no cap)"
 PIN_INDEX = ISA_ORDERS["ONEDNN_MAX_CPU_ISA"].index(PINNED_ISA)
 
 
-def first_semi_supervised_baseline() -> str:
-    """The default cell's method: the first published baseline after the lower bound."""
-    return next(name for name in registry.baselines() if name != registry.lower_bound())
-
-
 def caps_of_this_host() -> list[str]:
     best = {"avx512": "AVX512_CORE_BF16", "avx2": "AVX2_VNNI", "avx": "AVX"}.get(host_isa(), "SSE41")
     order = ISA_ORDERS["ONEDNN_MAX_CPU_ISA"]
@@ -75,7 +70,7 @@ def run_cell(method: str, mode: str, cap: str, results: Path, overrides: list[st
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmark.diagnostics.isa_check", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--method", default=first_semi_supervised_baseline(),
+    parser.add_argument("--method", default=registry.semi_supervised_baselines()[0],
                         help="method of the cell (default %(default)s, the first semi-supervised baseline)")
     parser.add_argument("--caps", help="comma-separated oneDNN caps (default: every cap this host allows)")
     parser.add_argument("--modes", default=",".join(MODES), help="numerics modes (default pinned,native)")
