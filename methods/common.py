@@ -118,9 +118,10 @@ class PseudoLabels:
 def pseudo_labels(logits: torch.Tensor, ignore: torch.Tensor) -> PseudoLabels:
     """Labels: argmax over the logits (official); confidence: max softmax probability. The argmax of the
     softmax differs where rounding ties two probabilities whose logits differ, which threshold 0
-    (Cityscapes) would train on."""
+    (Cityscapes) would train on. `max(dim=1).indices` is the argmax (the first maximal index, NaN included)
+    at a ninth of the CPU cost of `argmax(dim=1)` over a non-innermost dimension."""
     logits = logits.detach().float()
-    return PseudoLabels(label=logits.argmax(dim=1), conf=logits.softmax(dim=1).amax(dim=1), ignore=ignore)
+    return PseudoLabels(label=logits.max(dim=1).indices, conf=logits.softmax(dim=1).amax(dim=1), ignore=ignore)
 
 
 def predict_in_eval_mode(model: nn.Module, images: torch.Tensor) -> torch.Tensor:

@@ -142,3 +142,16 @@ def test_pseudo_labels_are_the_argmax_of_the_logits_where_the_softmax_ties():
     assert probs[0, 0] == probs[0, 1]
     pseudo = pseudo_labels(logits, torch.zeros(1, 1, 1, dtype=torch.long))
     assert pseudo.label.item() == 1 and pseudo.conf.item() == probs.max().item()
+
+
+def test_pseudo_labels_equal_torch_argmax_on_exact_ties_and_nan():
+    # pseudo_labels takes max(dim=1).indices for speed; it must pick argmax's index: the first maximal one,
+    # and a NaN's where one is present.
+    from methods.common import pseudo_labels
+    logits = torch.randint(0, 3, (4, 5, 16, 16)).float()      # many exact ties among 5 classes
+    logits[0, 3, 0, 0] = float("nan")
+    logits[1, :, 2, 2] = float("nan")
+    pseudo = pseudo_labels(logits, torch.zeros(4, 16, 16, dtype=torch.long))
+    assert torch.equal(pseudo.label, logits.argmax(dim=1))
+    channels_last = logits.contiguous(memory_format=torch.channels_last)
+    assert torch.equal(pseudo_labels(channels_last, pseudo.ignore).label, logits.argmax(dim=1))
