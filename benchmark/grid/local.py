@@ -5,6 +5,9 @@ group, log appended to), and a pool that runs a list of cells side by side with 
 from __future__ import annotations
 
 import json
+import multiprocessing
+import multiprocessing.connection
+import multiprocessing.forkserver
 import os
 import shlex
 import signal
@@ -21,7 +24,8 @@ from typing import Callable
 from tqdm import tqdm
 
 from benchmark.grid.cells import Cell
-from benchmark.grid.plan import CellState, RunOptions, cell_request, summary_best
+from benchmark.grid.plan import TRAIN_COMMAND, CellState, RunOptions, cell_request, summary_best
+from benchmark.train import forked
 from benchmark.train.runlock import EXIT_RUNNING_ELSEWHERE, LOCK_NAME, looks_held
 from datasets import REPO_ROOT
 TAIL_LINES = 25
@@ -88,7 +92,8 @@ class ProcessSet:
 
     def __init__(self):
         self._lock = threading.Lock()
-        self._procs: set[subprocess.Popen] = set()
+        self._procs: set[subprocess.Popen | ForkedCell] = set()
+        self._context = None
         self.stopped = False
 
     def start(self, argv: list[str], **kwargs) -> subprocess.Popen | None:
@@ -96,6 +101,20 @@ class ProcessSet:
             if self.stopped:
                 return None
             proc = subprocess.Popen(argv, start_new_session=True, **kwargs)
+            self._procs.add(proc)
+            return proc
+
+    def fork(self, argv: list[str], log: Path, env: dict[str, str]) -> ForkedCell | None:
+        """`benchmark.train ARGV` forked from the preloaded server (benchmark/train/forked.py), started on first use."""
+        with self._lock:
+            if self.stopped:
+                return None
+            if self._context is None:
+                self._context = _forkserver(env)
+            process = self._context.Process(target=forked.run_cell_command, args=(argv, str(log), env, str(REPO_ROOT)),
+                                            name=f"cell {log.stem}")
+            process.start()
+            proc = ForkedCell(process)
             self._procs.add(proc)
             return proc
 
@@ -109,6 +128,52 @@ class ProcessSet:
             self.stopped = True
             procs = list(self._procs)
         stop_processes(procs)
+
+
+class ForkedCell:
+    """A forked cell behind the part of `subprocess.Popen` the runner uses: pid (its process group), poll, wait."""
+
+    def __init__(self, process):
+        self._process = process
+        self._lock = threading.Lock()
+        self.pid = process.pid
+
+    def poll(self) -> int | None:
+        return self._exit_code(0)
+
+    def wait(self, timeout: float | None = None) -> int:
+        code = self._exit_code(timeout)
+        if code is None:
+            raise subprocess.TimeoutExpired(f"cell {self.pid}", timeout)
+        return code
+
+    def _exit_code(self, timeout: float | None) -> int | None:
+        """Negative for a signal, as Popen's. The server sends the code once: the cell's thread and a stopping
+        runner may both be waiting, so only one of them reads it (the other would read the end of the pipe)."""
+        if not multiprocessing.connection.wait([self._process.sentinel], timeout):
+            return None
+        with self._lock:
+            return self._process.exitcode
+
+
+def _forkserver(env: dict[str, str]):
+    """The multiprocessing forkserver context with the trainer preloaded. The server starts under the cells'
+    environment (OMP_NUM_THREADS and the numerics pin are read when torch loads, in the server)."""
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(list(forked.PRELOAD))
+    saved = dict(os.environ)
+    os.environ.update(env)
+    try:
+        multiprocessing.forkserver.ensure_running()
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    return context
+
+
+def forks_cells(opts: RunOptions) -> bool:
+    """`grid.cell_start: fork` for the real trainer (tests swap in other commands, which always spawn)."""
+    return opts.cell_start == "fork" and tuple(opts.train_command) == TRAIN_COMMAND
 
 
 def stop_processes(procs: list[subprocess.Popen], grace_s: float = 5.0, term_s: float = 10.0) -> None:
@@ -156,8 +221,11 @@ def run_cell(cell: Cell, opts: RunOptions, procs: ProcessSet | None = None) -> C
         host = os.uname().nodename
         fh.write(f"### {datetime.now().isoformat(timespec='seconds')} on {host}: {shlex.join(argv)}\n".encode())
         fh.flush()
-        proc = procs.start(argv, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=REPO_ROOT,
-                           env=child_env(opts))
+        if forks_cells(opts):
+            proc = procs.fork(train_argv(cell, opts), log, child_env(opts))
+        else:
+            proc = procs.start(argv, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=REPO_ROOT,
+                               env=child_env(opts))
         if proc is None:
             fh.write(b"### not started: the runner was stopping\n")
             return CellResult(cell, "not started")

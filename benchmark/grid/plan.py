@@ -21,6 +21,7 @@ from datasets.catalog import get_spec
 from methods.base import Method
 
 TRAIN_COMMAND: tuple[str, ...] = (sys.executable, "-m", "benchmark.train")   # what a cell runs (tests swap it)
+CELL_STARTS = ("fork", "spawn")   # grid.cell_start: how a local cell's process starts (benchmark/grid/local.py)
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,7 @@ class RunOptions:
     omp_threads: int | None = None          # OMP_NUM_THREADS for children (set when cells share the CPU)
     wait_elsewhere: bool = False            # a cell another process is training is waited for (train --wait)
     plugins: tuple[str, ...] = ()           # --plugin modules, passed on to every cell (files: absolute paths)
+    cell_start: str = "spawn"               # grid.cell_start (CELL_STARTS); the runner sets it for local cells
 
     @property
     def logs_dir(self) -> Path:

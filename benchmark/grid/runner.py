@@ -30,10 +30,11 @@ from benchmark.grid import slurm, variants
 from benchmark.grid.arguments import build_parser
 from benchmark.grid.cells import GRID_PLACEHOLDER_METHOD, Cell, dedupe, grid_cells, load_plan, reference_cells
 from benchmark.grid.local import CellResult, fmt_time, run_local, train_argv
-from benchmark.grid.plan import TRAIN_COMMAND, CellPlan, CellState, Plans, RunOptions, cell_state, summary_best
+from benchmark.grid.plan import CELL_STARTS, TRAIN_COMMAND, CellPlan, CellState, Plans, RunOptions, cell_state, summary_best
 from benchmark.grid.same_run import same_run_of, write_pointer
 from datasets.io import check_writable
 from benchmark.train.config import anchor_override, resolve
+from benchmark.train.config_files import ConfigError
 from benchmark.train.data_plan import plan_data, resolve_path
 from datasets import REPO_ROOT
 
@@ -97,11 +98,14 @@ def run_options(args: argparse.Namespace, jobs: int) -> RunOptions:
     results = _abs(args.results_dir) if args.results_dir else str(resolve_path(cfg.output.results_dir))
     shared_cpu = jobs > 1 and args.launcher == "local"
     pinned = cfg.train.threads or None
+    if cfg.grid.cell_start not in CELL_STARTS:
+        raise ConfigError(f"grid.cell_start must be one of {', '.join(CELL_STARTS)}, got {cfg.grid.cell_start!r}")
     # Cells run in the repository folder: the user's relative paths are anchored where the user is.
     return RunOptions(profile=args.profile, results_dir=results, data_root=_abs(args.data_root), device=args.device,
                       overrides=tuple(anchor_override(o) for o in args.overrides), train_command=TRAIN_COMMAND,
                       cell_threads=1 if shared_cpu and not pinned else None,
-                      omp_threads=(pinned or 1) if shared_cpu else None, plugins=tuple(load_plugins(args.plugin)))
+                      omp_threads=(pinned or 1) if shared_cpu else None, plugins=tuple(load_plugins(args.plugin)),
+                      cell_start=cfg.grid.cell_start if args.launcher == "local" else "spawn")
 
 
 def _abs(path: str | None) -> str | None:

@@ -123,6 +123,9 @@ class GridConfig:
     # the report shows them as reference columns (how much room the labels leave).
     references: tuple = ()
     parallel: int = 0         # cells run side by side on this machine; 0 = one per usable CPU core
+    # fork: local cells are forked from one server that imported torch and the trainer once (benchmark/train/
+    # forked.py; about 4 CPU s less per cell, the same bits); spawn: a fresh interpreter per cell. Slurm tasks spawn.
+    cell_start: str = "fork"
 
 
 @dataclass

@@ -122,6 +122,7 @@ def test_cli_flags_and_grid_overrides_change_the_grid():
     (["--splits", "1_3"], "unknown split '1_3'"),
     (["--profile", "nope"], "unknown profile 'nope'"),
     (["train.nope=1"], "unknown config key train.nope"),
+    (["grid.cell_start=thread"], "grid.cell_start must be one of fork, spawn, got 'thread'"),
 ])
 def test_bad_grid_input_is_one_error_line_and_exit_2(argv, message, capsys, tmp_path):
     profile = [] if "--profile" in argv else ["--profile", "smoke"]
