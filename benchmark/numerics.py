@@ -1,4 +1,6 @@
-"""CPU numerics pinned to one instruction set, so that a CPU run gives the same digits on every x86-64 host.
+"""CPU numerics pinned to one instruction set, so that a CPU run does not change its digits with the instruction
+set of the host. (It fixes the ISA, not every choice a library makes by CPU model: an AMD EPYC and an Intel
+Xeon host, both pinned, were measured to give other digits for the default grid; README.)
 
 Training from scratch is chaotic: a different float summation order sends it down another path. On the CPU the
 order depends on the instruction set the libraries dispatch to: oneDNN (convolutions) picks other kernels with
@@ -116,9 +118,19 @@ def host_isa() -> str:
     return "sse" if flags else "unknown"
 
 
+def cpu_model() -> str:
+    """The CPU's model name (/proc/cpuinfo), else what platform knows. Pinned runs agree to the digit on one
+    host but were measured to diverge between an AMD EPYC and an Intel Xeon host (README), so it is recorded."""
+    try:
+        return next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                     if line.startswith("model name")), "") or platform.processor() or platform.machine()
+    except OSError:
+        return platform.processor() or platform.machine()
+
+
 def record(mode: str, device_type: str, compile_model: bool = False) -> dict:
     """What a run's summary.json records as `cpu_numerics` (and the report's provenance shows)."""
-    out = {"mode": mode, "host_isa": host_isa(), "machine": platform.machine()}
+    out = {"mode": mode, "host_isa": host_isa(), "machine": platform.machine(), "cpu_model": cpu_model()}
     out.update({name: os.environ.get(name) for name in PINS})
     if "torch" in sys.modules:   # what ATen really dispatches to (fixed at its first kernel)
         import torch   # already loaded: this module must not be the one to import it

@@ -122,3 +122,12 @@ def test_a_run_killed_under_the_pin_resumes_identically_under_another_native_cap
     assert resumed["cpu_numerics"]["sessions"] == straight["cpu_numerics"]["sessions"] == ["pinned AVX2"]
     assert [resumed[k]["miou"] for k in ("best", "last")] == [straight[k]["miou"] for k in ("best", "last")]
     assert resumed["last"]["per_class"] == straight["last"]["per_class"]
+
+
+def test_the_record_names_the_cpu_model(monkeypatch, tmp_path):
+    # Pinned runs diverged between an AMD and an Intel host (README), so which CPU trained a run is recorded.
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nvendor_id\t: GenuineIntel\nmodel name\t: Intel(R) Xeon(R) Processor\n")
+    real_path = numerics.Path
+    monkeypatch.setattr(numerics, "Path", lambda p: cpuinfo if p == "/proc/cpuinfo" else real_path(p))
+    assert numerics.record("pinned", "cpu")["cpu_model"] == "Intel(R) Xeon(R) Processor"

@@ -7,6 +7,8 @@
                                                                   (benchmark.diagnostics.datapipe_speed)
     python -m benchmark.diagnostics.steptime --profile-cell ...   where one whole cell's wall time goes
                                                                   (benchmark.diagnostics.cell_profile)
+    python -m benchmark.diagnostics.steptime --ops 25 ...         the most expensive operators of a step
+                                                                  (torch.profiler, self CPU time)
 
 Each (round, method, variant) is a fresh `python -m benchmark.diagnostics.steptime --one METHOD` process that
 builds the trainer of a real run (same data streams, model, method and optimizer), runs `--warmup` steps (where
@@ -22,6 +24,7 @@ A variant that fails is reported in its row; the others still run. Nothing is wr
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import resource
@@ -53,18 +56,9 @@ VARIANTS = {"default": [], "fp32": ['train.amp="off"'], "bf16": ["train.amp=bf16
 def measure_one(method: str, profile: str, overrides: list[str], warmup: int, steps: int) -> dict:
     """Times `steps` training steps of `method` after `warmup` ones, in this process, then counts the FLOPs of
     one more step (eager models only: a compiled graph hides its ops from the counter)."""
-    # Not at module import: `--profile-cell` children run this module too and time this load as a phase.
-    from benchmark.train.trainer import Trainer
-
-    with tempfile.TemporaryDirectory() as scratch:
-        cfg = resolve(profile=profile, method=method,
-                      overrides=[*overrides, f"output.results_dir={scratch}", "output.save_checkpoint=false"])
-        trainer = Trainer(cfg, progress=False)
-        trainer.setup()
+    with training(method, profile, overrides) as (cfg, trainer, streams):
         device = trainer.device
         total = warmup + steps + 1
-        streams = trainer.streams(start=0)
-        trainer.model.train()
         sync = torch.cuda.synchronize if device.type == "cuda" else (lambda _device: None)
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
@@ -87,6 +81,37 @@ def measure_one(method: str, profile: str, overrides: list[str], warmup: int, st
                 "device_name": flops.device_name(device), "precision": flops.precision_of(device, autocast_bf16),
                 "flops_per_step": flops_per_step, "base": trainer.method.resolved_base() or None,
                 "images_per_step": streams.images_per_step}
+
+
+@contextlib.contextmanager
+def training(method: str, profile: str, overrides: list[str]):
+    """(config, trainer, streams) of a real run of `method`, set up in a scratch folder, model in train mode."""
+    # Not at module import: `--profile-cell` children run this module too and time this load as a phase.
+    from benchmark.train.trainer import Trainer
+
+    with tempfile.TemporaryDirectory() as scratch:
+        cfg = resolve(profile=profile, method=method,
+                      overrides=[*overrides, f"output.results_dir={scratch}", "output.save_checkpoint=false"])
+        trainer = Trainer(cfg, progress=False)
+        trainer.setup()
+        streams = trainer.streams(start=0)
+        trainer.model.train()
+        yield cfg, trainer, streams
+
+
+def op_table(method: str, profile: str, overrides: list[str], warmup: int, steps: int, rows: int) -> str:
+    """torch.profiler's `rows` most expensive operators (self CPU time) over `steps` training steps of `method`
+    after `warmup` ones, data loading included (it shows as the DataLoader's `enumerate` rows)."""
+    from torch.profiler import ProfilerActivity, profile as torch_profile   # only for --ops
+
+    with training(method, profile, overrides) as (_cfg, trainer, streams):
+        total = warmup + steps
+        for step in range(warmup):
+            trainer.train_step(streams, step, total)
+        with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
+            for step in range(warmup, total):
+                trainer.train_step(streams, step, total)
+    return f"{method}: {steps} steps\n" + prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows)
 
 
 class ChildFailed(RuntimeError):
@@ -206,6 +231,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--json", metavar="FILE", help="also write the rows as JSON (for scripts)")
+    parser.add_argument("--ops", type=int, default=0, metavar="N",
+                        help="instead: torch.profiler's N most expensive operators (self CPU time) over --steps "
+                             "steps of each method, in this process")
     parser.add_argument("--one", metavar="METHOD", help=argparse.SUPPRESS)   # the child process
     parser.add_argument("overrides", nargs="*", metavar="key=value")
     args = parser.parse_intermixed_args(argv)
@@ -218,6 +246,10 @@ def main(argv: list[str] | None = None) -> int:
     variants = tuple(v for v in args.variants.split(",") if v)
     for name in methods:
         registry.get(name)   # unknown → one clear error before anything runs
+    if args.ops:
+        for name in methods:
+            print(op_table(name, args.profile, args.overrides, args.warmup, args.steps, args.ops))
+        return 0
     try:
         peak = flops.parse_peak(args.peak_tflops) if args.peak_tflops else None
         results = run_rounds(methods, args.profile, args.overrides, args.warmup, args.steps, args.rounds, variants)

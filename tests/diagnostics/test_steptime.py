@@ -89,6 +89,15 @@ def test_variants_run_side_by_side_in_one_run(tiny_overrides, capsys):
     assert rows[("supervised", "channels_last")][4].endswith("x")   # a ratio to fp32
 
 
+def test_ops_lists_the_most_expensive_operators_of_real_steps(tiny_overrides, capsys):
+    code = steptime.main(["--ops", "4", "--methods", "fixmatch", "--profile", "smoke", "--warmup", "1",
+                          "--steps", "2", *tiny_overrides])
+    out = capsys.readouterr().out
+    rows = [line for line in out.splitlines() if line.strip().startswith(("aten::", "enumerate", "Optimizer"))]
+    assert code == 0 and out.startswith("fixmatch: 2 steps") and len(rows) == 4
+    assert "Self CPU time total" in out
+
+
 def test_a_failing_variant_is_reported_and_the_others_still_run(monkeypatch):
     import subprocess
     import types
