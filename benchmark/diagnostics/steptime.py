@@ -210,14 +210,7 @@ def table(results: dict[tuple[str, str], list[dict]], peak: dict[str, float] | N
                 tablefmt="github", disable_numparse=True))
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if "--data" in argv:   # the data pipeline's speed: a sibling tool with its own options
-        # Not at module import: it loads the data stack, which `--profile-cell` children time as a phase.
-        from benchmark.diagnostics import datapipe_speed
-        return datapipe_speed.main([arg for arg in argv if arg != "--data"])
-    if "--profile-cell" in argv:   # where one whole cell's wall time goes: a sibling tool too
-        return cell_profile.main([arg for arg in argv if arg != "--profile-cell"])
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m benchmark.diagnostics.steptime", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--methods", help="comma-separated methods (default: the suite's own)")
@@ -236,6 +229,18 @@ def main(argv: list[str] | None = None) -> int:
                              "steps of each method, in this process")
     parser.add_argument("--one", metavar="METHOD", help=argparse.SUPPRESS)   # the child process
     parser.add_argument("overrides", nargs="*", metavar="key=value")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--data" in argv:   # the data pipeline's speed: a sibling tool with its own options
+        # Not at module import: it loads the data stack, which `--profile-cell` children time as a phase.
+        from benchmark.diagnostics import datapipe_speed
+        return datapipe_speed.main([arg for arg in argv if arg != "--data"])
+    if "--profile-cell" in argv:   # where one whole cell's wall time goes: a sibling tool too
+        return cell_profile.main([arg for arg in argv if arg != "--profile-cell"])
+    parser = build_parser()
     args = parser.parse_intermixed_args(argv)
     if args.steps < 1 or args.rounds < 1 or args.warmup < 0:
         parser.error("--steps and --rounds must be at least 1, --warmup at least 0")
