@@ -124,7 +124,7 @@ class GridConfig:
     references: tuple = ()
     parallel: int = 0         # cells run side by side on this machine; 0 = one per usable CPU core
     # fork: local cells are forked from one server that imported torch and the trainer once (benchmark/train/
-    # forked.py; about 4 CPU s less per cell, the same bits); spawn: a fresh interpreter per cell. Slurm tasks spawn.
+    # forked.py; 4-6 CPU s less per cell, the same bits); spawn: a fresh interpreter per cell. Slurm tasks spawn.
     cell_start: str = "fork"
 
 

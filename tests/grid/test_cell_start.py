@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -80,6 +81,8 @@ def test_stopping_the_runner_interrupts_a_forked_cell_at_a_checkpoint(tmp_path):
     procs.stop()
     worker.join(60)
     result = outcome["result"]
-    assert result.status == "interrupted" and result.returncode == 130, result.tail
-    assert "rerun the same command to resume" in Path(result.log).read_text()
+    # 130: stopped by SIGINT, as on Ctrl-C; where SIGINT is ignored (under nohup) the runner's SIGTERM follows.
+    assert result.status == "interrupted" and result.returncode in (130, -signal.SIGTERM), result.tail
+    if result.returncode == 130:
+        assert "rerun the same command to resume" in Path(result.log).read_text()
     assert not list(tmp_path.glob("runs/**/summary.json")) or summary_of(tmp_path)["status"] != "complete"
