@@ -103,17 +103,24 @@ def apply(mode: str, device_type: str, compile_model: bool = False) -> dict:
     return record(mode, device_type, compile_model)
 
 
+def _cpuinfo(field: str) -> str | None:
+    """The first `field: value` of /proc/cpuinfo (Linux), or None where there is none."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return None
+    return next((line.split(":", 1)[1].strip() for line in lines if line.startswith(field)), None)
+
+
 def host_isa() -> str:
     """The best SIMD extension this CPU has: avx512 | avx2 | avx | sse | the machine (e.g. aarch64)."""
     if platform.machine().lower() not in ("x86_64", "amd64", "i386", "i686"):
         return platform.machine().lower()
-    try:
-        flags = next((line.split(":", 1)[1].split() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                      if line.startswith("flags")), [])
-    except OSError:
+    flags = _cpuinfo("flags")
+    if flags is None:
         return "unknown"
     for name, flag in (("avx512", "avx512f"), ("avx2", "avx2"), ("avx", "avx")):
-        if flag in flags:
+        if flag in flags.split():
             return name
     return "sse" if flags else "unknown"
 
@@ -121,11 +128,7 @@ def host_isa() -> str:
 def cpu_model() -> str:
     """The CPU's model name (/proc/cpuinfo), else what platform knows. Pinned runs agree to the digit on one
     host but were measured to diverge between an AMD EPYC and an Intel Xeon host (README), so it is recorded."""
-    try:
-        return next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                     if line.startswith("model name")), "") or platform.processor() or platform.machine()
-    except OSError:
-        return platform.processor() or platform.machine()
+    return _cpuinfo("model name") or platform.processor() or platform.machine()
 
 
 def record(mode: str, device_type: str, compile_model: bool = False) -> dict:
