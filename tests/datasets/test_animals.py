@@ -5,13 +5,14 @@ import gzip
 import json
 import os
 import pickle
+import random
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from datasets import animals, silhouettes
+from datasets import animals, silhouettes, transforms
 from datasets.catalog import get_spec, voc_palette
 from datasets.errors import DataError
 from datasets.splits import read_split_file
@@ -215,19 +216,49 @@ def _default_composer():
     return params, animals.SceneComposer(params, 0, shapes, labels)
 
 
-def test_luminance_cue_orders_the_classes_dark_to_bright():
-    # The v2 class cue: bird fills are darker than elephant fills, which are darker than giraffe fills, whatever
-    # the background, tint, illumination and noise (measured on the pixels each class owns in the final mask).
+def _luma(rgb: np.ndarray) -> np.ndarray:
+    return rgb.astype(np.float32) @ animals.LUMA
+
+
+@pytest.mark.parametrize("pattern", animals.VARIANTS["default"].coat_patterns)
+def test_coat_layout_survives_the_strong_view(pattern):
+    # The v4 class cue is a coat's layout (which pixel has which of its two colours). The recipe's strong view
+    # (colour jitter, grayscale, blur: datasets.transforms.strong_color, the training code itself) changes the
+    # colours but must keep the layout: the luma of the view stays correlated with the coat's own.
+    params = animals.VARIANTS["default"]
+    correlations = []
+    for draw in range(40):
+        fill = animals.coat_fill(np.random.default_rng([3, draw]), 40, pattern, params.coat_period,
+                                 params.coat_contrast)
+        view = transforms.strong_color(Image.fromarray((fill * 255 + 0.5).astype(np.uint8)), random.Random(draw))
+        correlations.append(abs(np.corrcoef(_luma(fill).ravel(), _luma(np.asarray(view) / 255.0).ravel())[0, 1]))
+    assert min(correlations) > 0.7 and np.median(correlations) > 0.99, (min(correlations), np.median(correlations))
+
+
+def test_coat_colours_keep_their_contrast_in_grayscale():
+    # Grayscale (p = 0.2 in the strong view) keeps a coat only if its two colours differ in luma.
+    params = animals.VARIANTS["default"]
+    for draw in range(100):
+        fill = animals.coat_fill(np.random.default_rng([4, draw]), 24, "checks", params.coat_period,
+                                 params.coat_contrast)
+        levels = np.unique(_luma(fill).round(5))
+        assert len(levels) == 2 and levels[1] - levels[0] >= params.coat_contrast - 1e-4
+
+
+def test_coat_tells_the_class_in_composed_scenes():
+    # Every animal pixel of class k is filled with class k's pattern: its two colours' layout covers the share
+    # of the pattern's area (spots are a minority of their coat; stripes and checks split it in half).
     params, composer = _default_composer()
-    assert params.class_cue == "luminance"
-    brightness = {k: [] for k in range(1, len(params.animals) + 1)}
-    for index in range(24):
+    spots = params.coat_patterns.index("spots") + 1
+    shares = {k: [] for k in range(1, len(params.animals) + 1)}
+    for index in range(30):
         image, mask = composer.compose("train", index)
-        for k in brightness:
-            if (mask == k).sum() >= 20:
-                brightness[k].append(float(image[mask == k].mean()))
-    means = [np.mean(brightness[k]) for k in sorted(brightness)]
-    assert all(brightness.values()) and means[0] < means[1] < means[2], means
+        for k in shares:
+            if (mask == k).sum() >= 150:
+                luma = _luma(image[mask == k] / 255.0)
+                shares[k].append(float((luma > (luma.min() + luma.max()) / 2).mean()))
+    minority = {k: np.median(np.minimum(v, 1 - np.asarray(v))) for k, v in shares.items() if v}
+    assert minority[spots] < min(v for k, v in minority.items() if k != spots), minority
 
 
 def test_lowest_default_split_has_8_labels_covering_every_class():
