@@ -6,14 +6,16 @@ illumination gradient and noise cover the whole scene. Train and val draw silhou
 val measures generalisation to unseen shapes. Every image is a pure function of (dataset seed, split name,
 index).
 
-Class cue (`SceneParams.class_cue`). Besides its shape, an animal's fill tells its class by luminance: bird is
-dark, elephant mid-grey, giraffe bright (a luminance band per class), with the texture's own pattern inside
-the band and a mild random tint. Why luminance: the papers' effect needs a teacher that is right on animals
-after a few labels, and a small CNN from scratch learns brightness much sooner than shape or texture alone
-(docs/embedded-benchmark.md lists the regimes tried). Unlike hue, luminance survives the recipe's strong views
-(colour jitter, grayscale, blur), so weak-to-strong consistency does not fight the cue. What stays hard is the
-animal/background split: backgrounds span every luminance, so which pixels are animal needs shape and context,
-and that is where 8 labels fall short and unlabeled images help (the README gives the measured grid).
+Class cue (`SceneParams.class_cue`, v4: `coat`). Besides its silhouette, an animal tells its class by its coat:
+bird stripes, elephant spots, giraffe checks, at a random orientation, period and phase, in two random colours
+whose luma differs by at least `coat_contrast`. The methods rest on the premise that a strong view keeps the
+label, and a coat's layout is what the recipe's strong view keeps: colour jitter and grayscale change its two
+colours, not which pixel has which, and blur (sigma <= 2 px against a period of 6-10 px) softens its edges only.
+Colour and brightness tell nothing. v2-v3 (`luminance`) put the class in a luminance band per class (bird dark,
+elephant mid-grey, giraffe bright); the strong view's brightness and contrast jitter (up to +-50 %) moves a fill
+into another class's band, so weak-to-strong consistency taught the model to ignore the cue its labels teach
+(docs/embedded-benchmark.md has the measurements, `python -m benchmark.diagnostics.label_preservation` the
+check). What stays hard is the animal/background split at 8 labels: backgrounds are real photos of every colour.
 `class_cue: none` gives the v1 scenes, where texture and colour carry no class information.
 
 The output follows the Pascal VOC layout with UniMatch split lists, so the generic reader handles it:
@@ -84,26 +86,28 @@ class SceneParams:
     luminance_bands: tuple[tuple[float, float], ...] = ((0.02, 0.22), (0.4, 0.6), (0.8, 1.0))
     luminance_tint: tuple[float, float] = (0.85, 1.15)   # per-channel gain on a luminance fill (mild colour)
     coat_patterns: tuple[str, ...] = ("stripes", "spots", "checks")   # class k's coat: COAT_PATTERNS[name]
-    coat_period: tuple[float, float] = (8.0, 12.0)   # px; the strong view's blur (sigma <= 2) leaves most of it
+    coat_period: tuple[float, float] = (6.0, 10.0)   # px; the strong view's blur (sigma <= 2) leaves most of it
     coat_contrast: float = 0.3               # least luma difference of a coat's two colours (grayscale keeps it)
     labeled_draw: str = "stratified"         # stratified | random: how each label split picks its images
 
 
 # v1 (class_cue none, 1-2 objects of 44-52 px) made shape the only cue, and labels were no bottleneck at the
 # default profile's budget. v2 adds the luminance cue and 2-3 smaller objects (32-44 px: more animal pixels
-# and more animal/background boundary per image). What each version measured: docs/embedded-benchmark.md.
+# and more animal/background boundary per image); v3 draws per seed with stratified labels; v4 replaces the
+# luminance cue by coats, on larger animals (40-56 px, so that a coat shows several periods even on a bird).
+# What each version measured: docs/embedded-benchmark.md.
 VARIANTS = {
     "default": SceneParams(
         image_size=64, num_train=1024, num_val=320, animals=("bird", "elephant", "giraffe"),
         backgrounds=BACKGROUND_SOURCES, textures=TEXTURE_SOURCES, objects_per_image=(2, 3),
-        object_size=(32, 44), val_silhouette_fraction=0.2, texture_gain=(0.5, 1.5), illumination=0.3,
+        object_size=(40, 56), val_silhouette_fraction=0.2, texture_gain=(0.5, 1.5), illumination=0.3,
         noise_std=(0.0, 0.02), background_crop=(1.0, 4.0), background_blur=(2.0, 3.5),
         texture_scale=(1.5, 4.0), class_cue="coat"),
 }
 # Unit tests and smoke runs: the same scenes at half the size, generated in well under a second.
 VARIANTS["tiny"] = SceneParams(**{**asdict(VARIANTS["default"]), "image_size": 32, "num_train": 32,
-                                  "num_val": 8, "object_size": (16, 22), "background_blur": (1.0, 1.75),
-                                  "coat_period": (4.0, 6.0)})
+                                  "num_val": 8, "object_size": (20, 28), "background_blur": (1.0, 1.75),
+                                  "coat_period": (3.0, 5.0)})
 CLASS_NAMES = ("background",) + VARIANTS["default"].animals
 DATASET_VARIANTS = {"animals": "default", "animals_tiny": "tiny"}   # catalogue name -> variant
 
