@@ -11,7 +11,7 @@ import math
 import operator
 import os
 import random
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +28,8 @@ MODES = ("train_l", "train_u", "val")
 SAMPLE_VIEWS = frozenset({"strong1", "strong2", "box1", "box2"})
 # Views a method may declare that are built by the trainer (a second unlabeled batch), not per sample.
 BATCH_VIEWS = frozenset({"mix"})
+# An image-only view of a val image, drawn from the generator it is given (e.g. datasets.transforms.strong_color).
+ImageView = Callable[[Image.Image, random.Random], Image.Image]
 RESIZE_RATIO_RANGE = (0.5, 2.0)
 FLIP_P = 0.5
 CUTMIX_P = 0.5
@@ -62,15 +64,18 @@ class SemiDataset(Dataset):
       padding, else 0), plus `strong1`/`strong2` (independent strong colour pipelines of the weak crop) and
       `box1`/`box2` (independent CutMix boxes), each only when named in `views`. The mask file is not read:
       unlabeled data need not have labels.
-    - `val`: the full image, no resize → `{"image", "mask", "id"}` (`id` is the image's relative path).
+    - `val`: the full image, no resize → `{"image", "mask", "id"}` (`id` is the image's relative path); with
+      `image_view`, the image under that view (drawn from `(seed, key)`), the mask as it is.
     `length` only sets `len()`; any integer key is valid.
     """
 
     def __init__(self, root: str | os.PathLike, items: Sequence[tuple[str, str]], mode: str,
                  crop_size: int | None, num_classes: int, views: frozenset[str] | set[str] = frozenset(),
-                 seed: int = 0, length: int | None = None):
+                 seed: int = 0, length: int | None = None, image_view: ImageView | None = None):
         if mode not in MODES:
             raise ValueError(f"unknown dataset mode {mode!r}; expected one of {', '.join(MODES)}")
+        if image_view is not None and mode != "val":
+            raise ValueError(f"an image_view applies to val images only, not to mode {mode!r}")
         unknown = set(views) - SAMPLE_VIEWS - BATCH_VIEWS
         if unknown:
             raise ValueError(f"unknown view(s) {sorted(unknown)}; known: {sorted(SAMPLE_VIEWS | BATCH_VIEWS)}")
@@ -86,6 +91,7 @@ class SemiDataset(Dataset):
         self.views = frozenset(views) & SAMPLE_VIEWS
         self.seed = seed
         self.length = length
+        self.image_view = image_view
         self._decoded: dict[int, tuple[Image.Image, Image.Image | None]] | None = None
         self._cache_decided = False
         self._cached_bytes = 0
@@ -103,6 +109,8 @@ class SemiDataset(Dataset):
             mask = Image.new("L", image.size, 0)
 
         if self.mode == "val":
+            if self.image_view is not None:
+                image = self.image_view(image, sample_rng(self.seed, key, "image_view"))
             image_tensor, mask_tensor = normalize(image, mask)
             return {"image": image_tensor, "mask": mask_tensor, "id": image_rel}
 

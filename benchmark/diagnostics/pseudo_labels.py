@@ -22,10 +22,8 @@ from tqdm import tqdm
 
 from benchmark.cli import run_main
 from datasets.io import atomic_write_json
-from benchmark.train.config import ConfigError, load_run_config
-from benchmark.train.data_plan import plan_data
-from benchmark.train.model import build_model
-from benchmark.train.trainer import CHECKPOINT
+from benchmark.diagnostics.trained_run import load_trained_run
+from benchmark.train.config import ConfigError
 from datasets import IGNORE_INDEX
 from datasets.semi import SemiDataset
 from datasets.splits import read_split_file, split_paths
@@ -66,20 +64,14 @@ def summarise(counts: dict, class_names, threshold: float) -> dict:
 
 
 def measure(run_dir: Path, threshold: float | None = None, progress: bool = True) -> dict:
-    cfg = load_run_config(run_dir / "config.yaml")
-    checkpoint = run_dir / CHECKPOINT
-    if not checkpoint.is_file():
-        raise ConfigError(f"no checkpoint in {run_dir} (output.save_checkpoint=false, or the run never started)")
-    plan = plan_data(cfg)
+    run = load_trained_run(run_dir)
+    cfg, plan, model = run.cfg, run.plan, run.model
     threshold = cfg.loss.conf_thresh if threshold is None else threshold
     items = read_split_file(split_paths(plan.split_dir, plan.split)[1], plan.root)   # masks required here
     if not items:
         raise ConfigError(f"split {plan.split} has no unlabeled images")
     dataset = SemiDataset(root=plan.root, items=items, mode="val", crop_size=plan.crop_size,
                           num_classes=plan.spec.num_classes)
-    model = build_model(cfg.model, plan.spec.num_classes)
-    model.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=True)["model"])
-    model.eval()
     totals: dict | None = None
     with torch.no_grad():
         for batch in tqdm(DataLoader(dataset, batch_size=cfg.eval.batch_size), desc="pseudo-labels",

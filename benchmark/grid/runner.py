@@ -3,8 +3,9 @@
 A cell's path, each step in one place: **plan** every cell once (`plan_work`: config, method, run folder, hash;
 finished? the same run as another cell?), **train** what is left (`train`: a `python -m benchmark.train`
 subprocess per cell, locally or as a Slurm array; the trainer holds the run folder's lock and resumes from its
-checkpoint), **reuse** finished runs for the variants that train one exactly (`link_same_runs`), **record** the
-closing table and render the reports (`record`). A crash in one cell cannot take the runner down: a failed cell
+checkpoint), **reuse** finished runs for the variants that train one exactly (`link_same_runs`), **check** the
+reference runs' labels under the strong view (`check_labels`, grid.label_check), **record** the closing table
+and render the reports (`record`). A crash in one cell cannot take the runner down: a failed cell
 is reported with its log tail and the others go on. Ctrl-C stops the running cells cleanly; run the same
 command again to resume.
 """
@@ -29,6 +30,7 @@ from benchmark import plugins
 from benchmark.grid import slurm, variants
 from benchmark.grid.arguments import build_parser
 from benchmark.grid.cells import GRID_PLACEHOLDER_METHOD, Cell, dedupe, grid_cells, load_plan, reference_cells
+from benchmark.grid.label_check import check_labels
 from benchmark.grid.local import CellResult, fmt_time, run_local, train_argv
 from benchmark.grid.plan import CELL_STARTS, TRAIN_COMMAND, CellPlan, CellState, Plans, RunOptions, cell_state, summary_best
 from benchmark.grid.same_run import same_run_of, write_pointer
@@ -43,7 +45,7 @@ EXIT_INTERRUPTED = 130
 
 
 def execute(cells: list[Cell], args: argparse.Namespace, jobs: int, title: str = "grid") -> int:
-    """Plan, train, reuse, record. Returns the exit status."""
+    """Plan, train, reuse, check the references' labels, record. Returns the exit status."""
     opts = run_options(args, jobs)
     if not args.dry_run:
         check_folders(args, opts)
@@ -60,6 +62,10 @@ def execute(cells: list[Cell], args: argparse.Namespace, jobs: int, title: str =
         return 0
     results = work.skipped + trained
     results += link_same_runs(work.reused, results)
+    try:
+        check_labels(results, work.plans, opts)
+    except KeyboardInterrupt:
+        return interrupted(results)
     return record(results, args, opts)
 
 

@@ -10,7 +10,7 @@ import pandas as pd
 from benchmark.train.config_files import profile_report_note
 from datasets import REPO_ROOT
 from datasets.io import atomic_write_text
-from benchmark.report import ablation, comparison, details, figures, qualitative
+from benchmark.report import ablation, comparison, details, figures, label_check, qualitative
 from benchmark.report.labels import (CUSTOM_DATA_NOTE, PAPER_DESCRIPTION_NOTE, USER_SUPPLIED_NOTE,
                                      display_name, slugify, split_sort_key)
 from benchmark.report.headline import headlines
@@ -183,6 +183,7 @@ class _Builder:
                 self.out.written.add(csv_path)
                 if any(r.dataset == ds and r.split == split for r in self.store.runs):
                     self._heatmap(frame, ds, split)   # of reproduced runs; an imported log has its table
+        self.doc.add(*label_check.section(self.store.runs, self.num))
 
     def _heatmap(self, frame: pd.DataFrame, ds: str, split: str) -> None:
         runs = self.store.runs

@@ -122,6 +122,9 @@ class GridConfig:
     # "method:split" cells also trained for every seed, outside methods × splits, e.g. ["supervised:full"]:
     # the report shows them as reference columns (how much room the labels leave).
     references: tuple = ()
+    # After training them, the references' label-preservation check (benchmark/diagnostics/label_preservation.py,
+    # about 5 CPU s per cell on the embedded dataset; the report shows it). No references, nothing to check.
+    label_check: bool = True
     parallel: int = 0         # cells run side by side on this machine; 0 = one per usable CPU core
     # fork: local cells are forked from one server that imported torch and the trainer once (benchmark/train/
     # forked.py; 4-6 CPU s less per cell, the same bits); spawn: a fresh interpreter per cell. Slurm tasks spawn.

@@ -19,7 +19,8 @@ from datasets.catalog import DatasetSpec, get_spec
 from datasets.draws import DrawRecord, draw_seed
 from datasets.errors import DataError
 from datasets.official_order import OfficialOrder
-from datasets.semi import KeySampler, SemiDataset, ShardedEvalSampler, derive_seed
+from benchmark.train.evaluate import evaluate
+from datasets.semi import ImageView, KeySampler, SemiDataset, ShardedEvalSampler, derive_seed
 from datasets.splits import read_split_file, split_paths, val_path
 
 
@@ -125,11 +126,22 @@ class Streams:
         return {name: next(it) for name, it in self._iters.items()}
 
 
-def val_loader(cfg: Config, plan: DataPlan, rank: int = 0, world_size: int = 1) -> DataLoader:
+def val_loader(cfg: Config, plan: DataPlan, rank: int = 0, world_size: int = 1, image_view: ImageView | None = None,
+               view_seed: int = 0) -> DataLoader:
+    """The run's val images (and masks) as the trainer evaluates them; `image_view` (drawn per image from
+    `view_seed`) changes the images only, the masks stay (benchmark.diagnostics.label_preservation)."""
     items = read_split_file(val_path(plan.split_dir), plan.root)
     dataset = SemiDataset(root=plan.root, items=items, mode="val", crop_size=plan.crop_size,
-                          num_classes=plan.spec.num_classes)
+                          num_classes=plan.spec.num_classes, image_view=image_view, seed=view_seed)
     # Each rank evaluates a disjoint shard without padding: no image is counted twice.
     return DataLoader(dataset, batch_size=cfg.eval.batch_size, sampler=ShardedEvalSampler(len(items), rank, world_size),
                       num_workers=cfg.data.workers, pin_memory=torch.cuda.is_available(),
                       persistent_workers=cfg.data.workers > 0)   # workers survive between evaluations
+
+
+def evaluate_val(model: torch.nn.Module, loader: DataLoader, cfg: Config, plan: DataPlan, device: torch.device,
+                 distributed: bool = False, progress: bool = False) -> dict:
+    """`evaluate` as the run's config and data plan set it (mode, crop, classes, absent classes, border)."""
+    return evaluate(model, loader, mode=plan.eval_mode, crop_size=plan.crop_size, num_classes=plan.spec.num_classes,
+                    class_names=plan.spec.class_names, device=device, absent=cfg.eval.absent,
+                    distributed=distributed, progress=progress, border=cfg.eval.border)

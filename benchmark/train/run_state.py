@@ -1,4 +1,4 @@
-"""What a run carries across sessions besides its weights and optimizer: the last evaluation (so a summary
+"""What a run carries across sessions: its checkpoint (the file, read back), the last evaluation (so a summary
 rebuilt from a checkpoint at the last step needs nothing else), the torch thread counts of its sessions and
 the random generators' states."""
 from __future__ import annotations
@@ -11,7 +11,24 @@ from typing import Any
 import numpy as np
 import torch
 
+from benchmark.train.config_files import ConfigError
 from datasets.io import read_jsonl
+
+CHECKPOINT = "checkpoint.pt"   # in the run folder: weights, optimizer, step, RNG states (Trainer._save_checkpoint)
+
+
+def read_checkpoint(path: Path, map_location: Any, hint: str = "") -> dict[str, Any]:
+    """A checkpoint's state. Tensors and plain Python only (RNG states included), so loading one never runs
+    code; a torn or foreign file is a ConfigError naming it, followed by `hint` (what to do about it)."""
+    then = f"; {hint}" if hint else ""
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # a torn or foreign file: say so rather than go on from a wrong state
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(f"checkpoint {path} cannot be read ({reason}){then}") from None
+    if not isinstance(state, dict) or "model" not in state:
+        raise ConfigError(f"checkpoint {path} holds no model weights (not a benchmark.train checkpoint){then}")
+    return state
 
 
 def final_evaluation(state: dict, run_dir: Path) -> dict | None:

@@ -17,12 +17,11 @@ from datasets.io import append_jsonl, atomic_write, atomic_write_json, read_json
 from benchmark.numerics import apply as apply_numerics, label as numerics_label
 from benchmark.train import runlock, summary
 from benchmark.train.config import Config, ConfigError, save_yaml
-from benchmark.train.data_plan import DataPlan, Streams, plan_data, val_loader
-from benchmark.train.evaluate import evaluate
+from benchmark.train.data_plan import DataPlan, Streams, evaluate_val, plan_data, val_loader
 from benchmark.train.model import build_model
 from benchmark.train.run_setup import build_method, run_dir_for
-from benchmark.train.run_state import (final_evaluation, numerics_record, read_train_log, restore_rng_states,
-                                       rng_states, threads_record)
+from benchmark.train.run_state import (CHECKPOINT, final_evaluation, numerics_record, read_checkpoint,
+                                       read_train_log, restore_rng_states, rng_states, threads_record)
 from benchmark.train.sample_images import QUALITATIVE_FILE, QualitativeSaver
 from benchmark.train.schedule import evaluation_interval, per_process_batch, poly_lr, run_facts
 from benchmark.train.session import Session
@@ -31,7 +30,6 @@ from benchmark.train.tensorboard_log import TensorBoardLog
 from datasets.catalog import get_spec
 from methods.base import Batch, StepInfo
 
-CHECKPOINT = "checkpoint.pt"
 SUMMARY_FILE = "summary.json"
 METRICS_FILE = "metrics.jsonl"
 TRAIN_LOG_FILE = "train_log.jsonl"
@@ -152,12 +150,7 @@ class Trainer:
         path = self.run_dir / CHECKPOINT
         if not path.exists():
             return None
-        try:
-            # Tensors and plain Python only (RNG states included), so loading a checkpoint never runs code.
-            state = torch.load(path, map_location=self.device, weights_only=True)
-        except Exception as exc:  # a torn or foreign file: say so rather than train from a wrong state
-            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise ConfigError(f"checkpoint {path} cannot be read ({reason}); delete it or pass --fresh") from None
+        state = read_checkpoint(path, self.device, hint="delete it or pass --fresh")
         if state.get("config_hash") != self.cfg.hash():
             raise ConfigError(f"{path} was written by a different config; pass --fresh to restart this run, "
                               f"or use another output.results_dir")
@@ -361,10 +354,7 @@ class Trainer:
                 for k, v in tensors.items()}
 
     def _evaluate(self, step: int, elapsed: float) -> dict[str, Any]:
-        result = evaluate(self.model, self._val, mode=self.plan.eval_mode, crop_size=self.plan.crop_size,
-                          num_classes=self.plan.spec.num_classes, class_names=self.plan.spec.class_names,
-                          device=self.device, absent=self.cfg.eval.absent, distributed=self.dist.enabled,
-                          progress=False, border=self.cfg.eval.border)
+        result = evaluate_val(self.model, self._val, self.cfg, self.plan, self.device, distributed=self.dist.enabled)
         record = {"iter": step, "miou": float(result["miou"]),
                   "per_class": {k: float(v) for k, v in result["per_class"].items()}, "elapsed_s": elapsed}
         if self.dist.is_main:
