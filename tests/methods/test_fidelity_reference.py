@@ -90,7 +90,8 @@ def suite_trainer(tiny_data, tmp_path, method, loss):
     overrides = [f"data.root={tiny_data}", f"output.results_dir={tmp_path}",
                  f"train.iters={STEPS}", f"train.lr={LR}", f"train.lr_multi={LR_MULTI}", "train.momentum=0.9",
                  "train.weight_decay=0.0001", "train.poly_power=0.9", "model.backbone=resnet_small",
-                 "model.small_width=8", "loss.ohem_min_kept_world_size=0"]
+                 "model.weights=none", "model.small_width=8", "train.channels_last=false",
+                 "loss.ohem_min_kept_world_size=0"]
     overrides += [f"loss.{k}={v}" for k, v in loss.items()]
     trainer = Trainer(resolve(profile="smoke", method=method, split="1_8", overrides=overrides), progress=False)
     trainer.setup()

@@ -84,7 +84,7 @@ def official_supervised_loop(cfg, steps):
 
 def test_three_steps_give_bit_identical_weights_to_the_official_loop(tiny_data, tmp_path):
     cfg = make_cfg(tiny_data, tmp_path, extra=["train.iters=3", "eval.every=3", "train.lr=0.05",
-                                               "train.lr_multi=10"])
+                                               "train.lr_multi=10", "train.channels_last=false"])
     reference, seen = official_supervised_loop(cfg, 3)
     assert seen == pytest.approx([0.05, 0.05, 0.05 * (2 / 3) ** 0.9])
     fit(cfg)
