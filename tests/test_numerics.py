@@ -1,4 +1,5 @@
-"""Pinned CPU numerics: the environment a training process sees, what its summary records, and resume."""
+"""Pinned and portable CPU numerics: the environment a training process sees, the switches torch trains under,
+what its summary records, and resume."""
 from __future__ import annotations
 
 import json
@@ -8,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from benchmark import numerics
 ROOT = Path(__file__).resolve().parents[1]
@@ -41,6 +43,66 @@ def test_a_stricter_user_cap_is_kept_and_survives_into_child_processes():
             "assert child == 'avx', child")
     assert child_environment(code, ONEDNN_MAX_CPU_ISA="avx", ATEN_CPU_CAPABILITY="default") == {
         "ONEDNN_MAX_CPU_ISA": "avx", "MKL_CBWR": "AVX2", "ATEN_CPU_CAPABILITY": "default"}
+
+
+def test_portable_puts_mkl_on_its_compatible_branch_and_keeps_the_other_pins():
+    env = child_environment("from benchmark.numerics import pin_environment\npin_environment('portable')")
+    assert env == {"ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_CBWR": "COMPATIBLE", "ATEN_CPU_CAPABILITY": "avx2"}
+
+
+def run_python(code: str, **env) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", f"import benchmark, os, json\n{code}"], cwd=ROOT, capture_output=True,
+                          text=True, env={**os.environ, "PYTHONPATH": str(ROOT), **env})
+
+
+PORTABLE_PROCESS = """
+from benchmark.numerics import apply
+import torch
+rec = apply(os.environ["MODE"], "cpu")
+x, w = torch.ones(64, 8, 8, 8), torch.ones(8, 8, 3, 3)   # the evaluation's batch: NNPACK's, were it on
+backend = torch._C._select_conv_backend(x, w, None, [1, 1], [1, 1], [1, 1], False, [0, 0], 1, None)
+print(json.dumps({"rec": rec, "mkldnn": torch.backends.mkldnn.enabled, "backend": str(backend).split(".")[-1]}))
+"""
+
+
+@pytest.mark.parametrize("mode", ["portable", "pinned"])
+def test_portable_trains_without_onednn_or_nnpack_and_pinned_with_them(mode):
+    """What a training process (apply, before its first tensor) runs its convolutions and GEMMs on, and that
+    the summary's record says so."""
+    out = run_python(PORTABLE_PROCESS, MODE=mode)
+    assert out.returncode == 0, out.stderr
+    seen = json.loads(out.stdout.strip().splitlines()[-1])
+    portable = mode == "portable"
+    assert seen["mkldnn"] is not portable and seen["rec"]["onednn_enabled"] is not portable
+    assert (seen["backend"] == "Slow2d") if portable else (seen["backend"] != "NnpackSpatial")
+    assert seen["rec"]["mode"] == mode and seen["rec"]["MKL_CBWR"] == ("COMPATIBLE" if portable else "AVX2")
+    if torch.backends.mkl.is_available():
+        assert seen["rec"]["mkl_in_force"] == seen["rec"]["MKL_CBWR"]
+
+
+def test_portable_after_mkl_ran_under_another_branch_is_refused():
+    # MKL fixes its branch at its first call: a process that already ran a GEMM cannot become portable.
+    out = run_python("import torch\ntorch.mm(torch.ones(8, 8), torch.ones(8, 8))\n"
+                     "from benchmark.numerics import apply\napply('portable', 'cpu')")
+    if not torch.backends.mkl.is_available():
+        pytest.skip("torch without MKL")
+    assert out.returncode != 0 and "start a new process" in out.stderr.strip().splitlines()[-1]
+
+
+def test_a_process_that_trains_again_gets_onednn_back():
+    out = run_python("from benchmark.numerics import apply\nimport torch\napply('portable', 'cpu')\n"
+                     "apply('pinned', 'cpu')\nprint(torch.backends.mkldnn.enabled, torch._C._get_nnpack_enabled())")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["True", "True"]
+
+
+def test_an_unknown_mode_is_one_error_line_and_exit_2(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "benchmark.train", "--method", "supervised", "--profile", "smoke",
+                          f"output.results_dir={tmp_path}", "train.cpu_numerics=portabel"], cwd=ROOT,
+                         capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert out.returncode == 2
+    assert out.stderr.strip().splitlines() == [
+        "error: train.cpu_numerics must be one of pinned, portable, native, got 'portabel'"]
 
 
 def test_native_clears_only_what_the_pin_set():
@@ -80,6 +142,7 @@ def test_gpu_runs_are_left_alone():
 def test_labels_and_mixing():
     assert numerics.label({"mode": "pinned", "ONEDNN_MAX_CPU_ISA": "AVX2"}) == "pinned AVX2"
     assert numerics.label({"mode": "native", "host_isa": "avx512"}) == "native avx512"
+    assert numerics.label({"mode": "portable", "MKL_CBWR": "COMPATIBLE"}) == "portable"
     assert numerics.label(None) == "not recorded"
 
 

@@ -49,8 +49,9 @@ MARKER = "STEPTIME "
 # Parts of a variant; `default` is the profile as configured (and as the overrides leave it).
 VARIANTS = {"default": [], "fp32": ['train.amp="off"'], "bf16": ["train.amp=bf16"],
             "channels_last": ["train.channels_last=true"], "compile": ["train.compile=true"],
-            # the cost of pinned CPU numerics (benchmark/numerics.py): `--variants pinned,native`
-            "pinned": ["train.cpu_numerics=pinned"], "native": ["train.cpu_numerics=native"]}
+            # the cost of CPU numerics (benchmark/numerics.py): `--variants pinned,native`, `pinned,portable`
+            "pinned": ["train.cpu_numerics=pinned"], "native": ["train.cpu_numerics=native"],
+            "portable": ["train.cpu_numerics=portable"]}
 
 
 def measure_one(method: str, profile: str, overrides: list[str], warmup: int, steps: int) -> dict:

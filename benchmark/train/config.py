@@ -74,8 +74,9 @@ class TrainConfig:
     device: str = "auto"      # auto | cpu | cuda | cuda:N
     amp: str = "auto"         # auto (bf16 on CUDA) | bf16 | off
     threads: int = 0          # torch CPU threads; 0 = torch's default
-    # pinned: CPU kernels capped at AVX2 so every x86-64 host gives the same digits (benchmark/numerics.py);
-    # native: each library uses this host's best instruction set. GPU runs are left as they are.
+    # pinned: CPU kernels capped at AVX2, so a host's digits do not depend on its instruction set; portable:
+    # nor on its CPU model (oneDNN off, MKL COMPATIBLE; slower); native: each library uses the host's best
+    # (benchmark/numerics.py). GPU runs are left as they are.
     cpu_numerics: str = "pinned"
     channels_last: bool = False  # NHWC model and images (faster convolutions on tensor cores)
     compile: bool = False     # torch.compile the model (first steps compile; dropout draws differ from eager)

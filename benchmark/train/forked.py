@@ -52,9 +52,10 @@ def _become_cell_process(log: str, env: dict[str, str], cwd: str) -> None:
 
 
 def _served_here(argv: list[str]) -> bool:
-    """Whether this preloaded process trains the cell exactly as a fresh one would: pinned CPU numerics (the
-    server imported torch under the pin), a CPU device, no torch.compile. Bad input is left to the run itself,
-    which reports it in one line."""
+    """Whether this preloaded process trains the cell exactly as a fresh one would: pinned or portable CPU
+    numerics (the server imported torch under the pin; what portable changes, MKL's branch at its first call and
+    torch's oneDNN and NNPACK switches, `apply` sets in the child and checks), a CPU device, no torch.compile.
+    Bad input is left to the run itself, which reports it in one line."""
     try:
         cfg = config_from_args(parse_args(argv))
     except (Exception, SystemExit):
@@ -62,4 +63,4 @@ def _served_here(argv: list[str]) -> bool:
     import torch   # loaded by the server
     device = cfg.train.device
     on_cpu = device == "cpu" or (device == "auto" and not torch.cuda.is_available())
-    return on_cpu and cfg.train.cpu_numerics == "pinned" and not cfg.train.compile
+    return on_cpu and cfg.train.cpu_numerics != "native" and not cfg.train.compile

@@ -17,6 +17,7 @@ import pytest
 from benchmark.grid.cells import Cell
 from benchmark.grid.local import ProcessSet, forks_cells, run_cell
 from benchmark.grid.plan import RunOptions
+from benchmark.numerics import label as numerics_label
 
 TIMING = {"wall_time_s", "step_time_s", "images_per_s", "peak_memory_mb", "elapsed_s"}
 CELL = Cell("fixmatch", "animals_tiny", "1_16", 0)
@@ -38,16 +39,21 @@ def options(results: Path, start: str, *overrides: str) -> RunOptions:
     return RunOptions(profile="smoke", results_dir=str(results), cell_start=start, overrides=overrides)
 
 
-def test_a_forked_cell_trains_bit_for_bit_like_a_fresh_process(tmp_path):
+@pytest.mark.parametrize("numerics", ["pinned", "portable"])
+def test_a_forked_cell_trains_bit_for_bit_like_a_fresh_process(tmp_path, numerics):
+    # Portable cells are served by the server too: what they change (MKL's branch, oneDNN and NNPACK off) the
+    # child sets before its first tensor.
     summaries = {}
     for start in ("fork", "spawn"):
-        opts = options(tmp_path / start, start)
+        opts = options(tmp_path / start, start, f"train.cpu_numerics={numerics}")
         assert forks_cells(opts) == (start == "fork")
         result = run_cell(CELL, opts)
         assert result.status == "done", result.tail
         summaries[start] = summary_of(tmp_path / start)
     assert summaries["fork"]["status"] == "complete"
     assert without_timing(summaries["fork"]) == without_timing(summaries["spawn"])
+    assert summaries["fork"]["cpu_numerics"]["onednn_enabled"] is (numerics == "pinned")
+    assert summaries["fork"]["cpu_numerics"]["sessions"] == [numerics_label({"mode": numerics})]
 
 
 def test_a_forked_cell_keeps_the_one_line_error_and_exit_2(tmp_path):
