@@ -1,12 +1,12 @@
-"""One training cell under every oneDNN instruction-set cap this host allows, pinned and native.
+"""One training cell under every oneDNN instruction-set cap this host allows, under each CPU numerics mode.
 
     python -m benchmark.diagnostics.isa_check [--method NAME] [--caps AVX2,AVX512_CORE] [--jobs 2] [key=value ...]
 
 Each (numerics, cap) is a fresh `python -m benchmark.train` process whose environment caps oneDNN (and ATen, to
 the matching width) as a host with that instruction set would be; the cap emulates the host. Under
-`train.cpu_numerics=pinned` every cap at or above AVX2 must give the same weights, bit for bit; under `native`
-they differ wherever the libraries pick other kernels. Caps below AVX2 (hosts that cannot reach the pin) are
-shown for completeness. The table gives the best and last mIoU and a digest of the final weights.
+`train.cpu_numerics=pinned` (and portable) every cap at or above AVX2 must give the same weights, bit for bit;
+under `native` they differ wherever the libraries pick other kernels. Caps below AVX2 (hosts that cannot reach
+the pin) are shown for completeness. The table gives the best and last mIoU and a digest of the final weights.
 """
 from __future__ import annotations
 
@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--method", default=registry.semi_supervised_baselines()[0],
                         help="method of the cell (default %(default)s, the first semi-supervised baseline)")
     parser.add_argument("--caps", help="comma-separated oneDNN caps (default: every cap this host allows)")
-    parser.add_argument("--modes", default=",".join(MODES), help="numerics modes (default pinned,native)")
+    parser.add_argument("--modes", default=",".join(MODES), help="numerics modes (default: all)")
     parser.add_argument("--jobs", type=int, default=2, help="cells side by side (default 2)")
     parser.add_argument("--json", help="also write the rows to this file")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides of the cell")

@@ -121,7 +121,8 @@ def one_setting(name: str) -> dict:
 
 def run_setting(name: str) -> dict:
     proc = subprocess.run([sys.executable, "-m", "benchmark.diagnostics.numerics_digests", "--one", name],
-                          cwd=REPO_ROOT, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
+                          cwd=REPO_ROOT, capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
     lines = [line for line in proc.stdout.splitlines() if line.startswith(MARKER)]
     if proc.returncode or not lines:
         raise RuntimeError(f"setting {name} failed: {(proc.stderr.strip().splitlines() or ['no output'])[-1]}")

@@ -179,9 +179,11 @@ def provenance_table(runs: list[RunRecord], num: Numbering) -> Table:
              "(the official recipes: 8 = 4 GPUs × 2, doubled for the supervised baseline). Evals = how many "
              "evaluations 'best on val' was picked from (the official code evaluates after every epoch). "
              f"Every known deviation from the official UniMatch code is listed in `{FIDELITY_DOC}`.",
-             "Numerics: CPU runs pin oneDNN, MKL and ATen to AVX2 (train.cpu_numerics: pinned), so that every "
-             "x86-64 host gives the same digits; 'native' runs used the host's best instruction set; GPU runs "
-             "are left as they are."]
+             "Numerics: CPU runs pin oneDNN, MKL and ATen to AVX2 (train.cpu_numerics: pinned), so that a "
+             "host's digits do not depend on its instruction set (hosts of other CPU models may still differ); "
+             "'portable' runs trained without oneDNN and NNPACK and with MKL's COMPATIBLE branch, for the same "
+             "digits across CPU models; 'native' runs used the host's best instruction set; GPU runs are left "
+             "as they are."]
     mixed = numerics_note(runs)
     if mixed:
         notes.append(mixed)
