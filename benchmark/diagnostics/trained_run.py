@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 
+from benchmark import numerics
 from benchmark.train.config import Config, ConfigError, load_run_config
 from benchmark.train.data_plan import DataPlan, plan_data
 from benchmark.train.model import build_model
@@ -44,6 +45,10 @@ def load_trained_run(run_dir: Path, device: str = "cpu") -> TrainedRun:
         raise ConfigError(f"no checkpoint in {run_dir} (output.save_checkpoint=false, or the run never started)")
     plan = plan_data(cfg)
     where = resolve_device(device)
+    try:   # measured under the numerics the run trained with (portable: oneDNN off), as its evaluations were
+        numerics.apply(cfg.train.cpu_numerics, where.type)
+    except RuntimeError as exc:
+        raise ConfigError(str(exc)) from None
     state = read_checkpoint(checkpoint, where)
     model = build_model(cfg.model, plan.spec.num_classes).to(where)
     try:
