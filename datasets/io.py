@@ -1,6 +1,10 @@
 """Atomic file writes, the one writer of every layer (datasets below, methods and benchmark above): a reader (or a
 crash) never sees a half-written image, split list, result or checkpoint.
 
+Ctrl-C during a write is held until the files are in place, then raised: a library that writes through a
+callback (torch.save's zip writer) would otherwise turn the KeyboardInterrupt into an error of its own, and the
+run would end as a failure instead of an interruption that resumes from its checkpoint.
+
 Files get the permissions the user's umask allows (0644 usually), like any file the user creates, so colleagues
 on a shared cluster can read results. A full disk is one `DiskFullError` naming the file; whatever was written
 before it (the previous checkpoint, the earlier log lines) stays as it was.
@@ -11,7 +15,10 @@ import errno
 import json
 import math
 import os
+import signal
 import tempfile
+import threading
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable
 
@@ -65,11 +72,34 @@ def temp_path_beside(path: Path) -> Path:
     return Path(tmp)
 
 
+@contextmanager
+def sigint_held():
+    """Holds a SIGINT that arrives inside the block and delivers it again on leaving (main thread only: elsewhere
+    Python cannot set a handler, and signals are delivered to the main thread anyway)."""
+    previous = signal.getsignal(signal.SIGINT)
+    if threading.current_thread() is not threading.main_thread() or previous in (signal.SIG_IGN, None):
+        yield
+        return
+    held: list[int] = []
+    signal.signal(signal.SIGINT, lambda signum, frame: held.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if held:
+            signal.raise_signal(signal.SIGINT)
+
+
 def atomic_write_files(writers: dict[Path, Callable[[Path], None]]) -> None:
     """The one atomic writer. Each `writer(tmp)` writes its target's content to a temp file beside it; only once
     all of them succeeded are they moved into place, so a crash or a full disk leaves the previous files (a
     report.md with its report.pdf). A full disk is a `DiskFullError` naming the target; another OS refusal
     without a file name gets the target's."""
+    with sigint_held():
+        _write_and_replace(writers)
+
+
+def _write_and_replace(writers: dict[Path, Callable[[Path], None]]) -> None:
     temps: dict[Path, Path] = {}
     target = None
     try:
