@@ -6,7 +6,7 @@ illumination gradient and noise cover the whole scene. Train and val draw silhou
 val measures generalisation to unseen shapes. Every image is a pure function of (dataset seed, split name,
 index).
 
-Class cue (`SceneParams.class_cue`, v4: `coat`). Besides its silhouette, an animal tells its class by its coat:
+Class cue (`SceneParams.class_cue`, v4: `coat`; drawn by datasets/class_cues.py). Besides its silhouette, an animal tells its class by its coat:
 bird stripes, elephant spots, giraffe checks, at a random orientation, period and phase, in two random colours
 whose luma differs by at least `coat_contrast`. The methods rest on the premise that a strong view keeps the
 label, and a coat's layout is what the recipe's strong view keeps: colour jitter and grayscale change its two
@@ -43,6 +43,7 @@ from datasets import REPO_ROOT
 from datasets.draws import (PINNED_DIGESTS_FILE, ContentDigest, DrawRecord, check_digest, draw_folder, pin_digest,
                             pin_key, verified_digest)
 from datasets.draws import label_splits as draw_label_splits
+from datasets.class_cues import coat_fill, luminance_fill
 from datasets.errors import DataError
 from datasets.io import atomic_write_files, atomic_write_text
 from datasets.palette import voc_palette
@@ -197,7 +198,7 @@ class SceneComposer:
         if p.class_cue == "coat":
             texture = coat_fill(rng, side, p.coat_patterns[class_index], p.coat_period, p.coat_contrast)
         elif p.class_cue == "luminance":
-            texture = _luminance_fill(texture, p.luminance_bands[class_index]) * rng.uniform(*p.luminance_tint, size=3)
+            texture = luminance_fill(texture, p.luminance_bands[class_index]) * rng.uniform(*p.luminance_tint, size=3)
         else:
             texture = texture * rng.uniform(*p.texture_gain, size=3)
         # The box may stick out of the frame by a quarter of its side: animals cut by the border are common.
@@ -206,44 +207,6 @@ class SceneComposer:
         a = alpha[y0 - top:y1 - top, x0 - left:x1 - left, None]
         image[y0:y1, x0:x1] = image[y0:y1, x0:x1] * (1.0 - a) + texture[y0 - top:y1 - top, x0 - left:x1 - left] * a
         mask[y0:y1, x0:x1][a[..., 0] > 0.5] = class_index + 1   # later objects occlude earlier ones
-
-
-# A coat's layout as a function of its pattern coordinates (u, v), in periods: True where the second colour lies.
-COAT_PATTERNS = {
-    "stripes": lambda u, v: (u % 1.0) < 0.5,
-    "spots": lambda u, v: (u % 1.0 - 0.5) ** 2 + (v % 1.0 - 0.5) ** 2 < 0.3 ** 2,
-    "checks": lambda u, v: (np.floor(u) + np.floor(v)) % 2 == 1,
-}
-LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)   # the weights of the strong view's grayscale (ITU-R 601)
-
-
-def coat_fill(rng: np.random.Generator, side: int, pattern: str, period: tuple[float, float], contrast: float
-              ) -> np.ndarray:
-    """A two-colour coat (HxWx3 in [0, 1]): the class's pattern at a random orientation, period and phase, in two
-    random colours whose luma differs by at least `contrast`. Its layout is what tells the class: colour jitter
-    and grayscale change the two colours but keep which pixel has which, and blur softens the edges only."""
-    angle, scale = rng.uniform(0.0, np.pi), rng.uniform(*period)
-    coords = np.arange(side, dtype=np.float32) + 0.5
-    x, y = coords[None, :], coords[:, None]
-    u = (np.cos(angle) * x + np.sin(angle) * y) / scale + rng.uniform()
-    v = (np.cos(angle) * y - np.sin(angle) * x) / scale + rng.uniform()
-    first, second = _contrasting_colours(rng, contrast)
-    return np.where(COAT_PATTERNS[pattern](u, v)[..., None], second, first).astype(np.float32)
-
-
-def _contrasting_colours(rng: np.random.Generator, contrast: float) -> tuple[np.ndarray, np.ndarray]:
-    """Two uniform random RGB colours whose luma differs by at least `contrast` (rejection sampling)."""
-    while True:
-        first, second = rng.uniform(size=(2, 3)).astype(np.float32)
-        if abs(float(LUMA @ (first - second))) >= contrast:
-            return first, second
-
-
-def _luminance_fill(texture: np.ndarray, band: tuple[float, float]) -> np.ndarray:
-    """The texture's luminance pattern stretched into `band` (grey, HxWx1): brightness tells the class."""
-    luminance = texture.mean(axis=2, keepdims=True)
-    spread = max(float(luminance.max() - luminance.min()), 1e-6)
-    return band[0] + (band[1] - band[0]) * (luminance - luminance.min()) / spread
 
 
 def _illumination_gradient(rng: np.random.Generator, size: int, strength: float) -> np.ndarray:

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from datasets import animals, silhouettes, transforms
+from datasets import animals, class_cues, silhouettes, transforms
 from datasets.catalog import get_spec, voc_palette
 from datasets.errors import DataError
 from datasets.splits import read_split_file
@@ -217,7 +217,7 @@ def _default_composer():
 
 
 def _luma(rgb: np.ndarray) -> np.ndarray:
-    return rgb.astype(np.float32) @ animals.LUMA
+    return rgb.astype(np.float32) @ class_cues.LUMA
 
 
 @pytest.mark.parametrize("pattern", animals.VARIANTS["default"].coat_patterns)
@@ -229,7 +229,7 @@ def test_coat_layout_survives_the_strong_view(pattern):
     params = animals.VARIANTS["default"]
     correlations = []
     for draw in range(40):
-        fill = animals.coat_fill(np.random.default_rng([3, draw]), 40, pattern, params.coat_period,
+        fill = class_cues.coat_fill(np.random.default_rng([3, draw]), 40, pattern, params.coat_period,
                                  params.coat_contrast)
         view = transforms.strong_color(Image.fromarray((fill * 255 + 0.5).astype(np.uint8)), random.Random(draw))
         correlations.append(abs(np.corrcoef(_luma(fill).ravel(), _luma(np.asarray(view) / 255.0).ravel())[0, 1]))
@@ -240,7 +240,7 @@ def test_coat_colours_keep_their_contrast_in_grayscale():
     # Grayscale (p = 0.2 in the strong view) keeps a coat only if its two colours differ in luma.
     params = animals.VARIANTS["default"]
     for draw in range(100):
-        fill = animals.coat_fill(np.random.default_rng([4, draw]), 24, "checks", params.coat_period,
+        fill = class_cues.coat_fill(np.random.default_rng([4, draw]), 24, "checks", params.coat_period,
                                  params.coat_contrast)
         levels = np.unique(_luma(fill).round(5))
         assert len(levels) == 2 and levels[1] - levels[0] >= params.coat_contrast - 1e-4
