@@ -6,9 +6,9 @@ illumination gradient and noise cover the whole scene. Train and val draw silhou
 val measures generalisation to unseen shapes. Every image is a pure function of (dataset seed, split name,
 index).
 
-Class cue (`SceneParams.class_cue`, v4: `coat`; drawn by datasets/class_cues.py). Besides its silhouette, an animal tells its class by its coat:
-bird stripes, elephant spots, giraffe checks, at a random orientation, period and phase, in two random colours
-whose luma differs by at least `coat_contrast`. The methods rest on the premise that a strong view keeps the
+Class cue (`SceneParams.class_cue`, v4: `coat`; drawn by datasets/class_cues.py). Besides its silhouette, an
+animal tells its class by its coat: bird stripes, elephant spots, giraffe checks, at a random orientation,
+period and phase, in two random colours whose luma differs by at least `coat_contrast`. The methods rest on the premise that a strong view keeps the
 label, and a coat's layout is what the recipe's strong view keeps: colour jitter and grayscale change its two
 colours, not which pixel has which, and blur (sigma <= 2 px against a period of 6-10 px) softens its edges only.
 Colour and brightness tell nothing. v2-v3 (`luminance`) put the class in a luminance band per class (bird dark,
