@@ -1,6 +1,7 @@
 """The embedded `animals` generator: determinism, on-disk layout, split lists, idempotence, safe loading."""
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import json
 import os
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageFilter
 
 from datasets import animals, class_cues, silhouettes, transforms
 from datasets.catalog import get_spec, voc_palette
@@ -222,7 +223,7 @@ def _luma(rgb: np.ndarray) -> np.ndarray:
 
 @pytest.mark.parametrize("pattern", animals.VARIANTS["default"].coat_patterns)
 def test_coat_layout_survives_the_strong_view(pattern):
-    # The v4 class cue is a coat's layout (which pixel has which of its two colours). The recipe's strong view
+    # The class cue (v4 on) is a coat's layout (which pixel has which of its two colours). The recipe's strong view
     # (colour jitter, grayscale, blur: datasets.transforms.strong_color, the training code itself) changes the
     # colours but must keep the layout: the luma of the view stays correlated with the coat's own. The worst
     # case is the strongest blur (sigma 2) on the finest spots (period 6), which keeps about two thirds of it.
@@ -230,7 +231,7 @@ def test_coat_layout_survives_the_strong_view(pattern):
     correlations = []
     for draw in range(40):
         fill = class_cues.coat_fill(np.random.default_rng([3, draw]), 40, pattern, params.coat_period,
-                                 params.coat_contrast)
+                                    params.coat_contrast, params.coat_saturation)
         view = transforms.strong_color(Image.fromarray((fill * 255 + 0.5).astype(np.uint8)), random.Random(draw))
         correlations.append(abs(np.corrcoef(_luma(fill).ravel(), _luma(np.asarray(view) / 255.0).ravel())[0, 1]))
     assert min(correlations) > 0.6 and np.median(correlations) > 0.99, (min(correlations), np.median(correlations))
@@ -241,9 +242,44 @@ def test_coat_colours_keep_their_contrast_in_grayscale():
     params = animals.VARIANTS["default"]
     for draw in range(100):
         fill = class_cues.coat_fill(np.random.default_rng([4, draw]), 24, "checks", params.coat_period,
-                                 params.coat_contrast)
+                                    params.coat_contrast, params.coat_saturation)
         levels = np.unique(_luma(fill).round(5))
         assert len(levels) == 2 and levels[1] - levels[0] >= params.coat_contrast - 1e-4
+
+
+@pytest.mark.parametrize("saturation", [0.5, 1.0])
+def test_coat_colours_are_no_more_saturated_than_allowed(saturation):
+    # v5 moves coat colours towards grey (photos' colours are muted; saturated = animal was a cue that colour
+    # jitter and grayscale take away). Chroma (max - min channel) is at most 1 for any colour and scales with
+    # the share kept, so it stays within `saturation`; uniform colours (1.0) do exceed half of it.
+    chroma = []
+    for draw in range(200):
+        fill = class_cues.coat_fill(np.random.default_rng([5, draw]), 8, "stripes", (4.0, 4.0), 0.3, saturation)
+        colours = np.unique(fill.reshape(-1, 3), axis=0)
+        chroma += list(colours.max(axis=1) - colours.min(axis=1))
+    assert max(chroma) <= saturation + 1e-6 and (max(chroma) > 0.5) == (saturation > 0.5), max(chroma)
+
+
+def _sharpness(image: np.ndarray) -> float:
+    luma = _luma(image)
+    return float(np.abs(np.diff(luma, axis=0)).mean() + np.abs(np.diff(luma, axis=1)).mean())
+
+
+@pytest.mark.parametrize("focus_blur, within", [(None, True), ((0.0, 0.0), False)])
+def test_the_strong_views_blur_stays_within_the_scenes_own_focus(focus_blur, within):
+    # At 64 px the recipe's blur (sigma up to 2 px, set for 321-px crops) takes a scene sharper than any the
+    # data holds unless the scenes' own focus varies (v5's focus_blur), as photographs' does. Blurred at the
+    # upper middle of the recipe's range, most scenes must stay at least as sharp as the least sharp scene.
+    params = animals.VARIANTS["default"]
+    if focus_blur is not None:
+        params = dataclasses.replace(params, focus_blur=focus_blur)
+    composer = animals.SceneComposer(params, 0, *silhouettes.load_silhouettes())
+    scenes = [composer.compose("val", index)[0] for index in range(60)]
+    least_sharp = min(_sharpness(scene) for scene in scenes)
+    sigma = float(np.mean(transforms.BLUR_SIGMA_RANGE) + np.ptp(transforms.BLUR_SIGMA_RANGE) / 4)
+    blurred = [_sharpness(np.asarray(Image.fromarray(s).filter(ImageFilter.GaussianBlur(sigma)))) for s in scenes]
+    share_beyond = float(np.mean(np.asarray(blurred) < least_sharp))
+    assert (share_beyond < 0.3) == within, share_beyond
 
 
 def test_coat_tells_the_class_in_composed_scenes():
