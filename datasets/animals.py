@@ -49,6 +49,7 @@ from datasets import REPO_ROOT
 from datasets.draws import (PINNED_DIGESTS_FILE, ContentDigest, DrawRecord, check_digest, draw_folder, pin_digest,
                             pin_key, verified_digest)
 from datasets.draws import label_splits as draw_label_splits
+from datasets.camera import defocus, illumination_gradient
 from datasets.class_cues import coat_fill, luminance_fill
 from datasets.errors import DataError
 from datasets.io import atomic_write_files, atomic_write_text
@@ -190,8 +191,8 @@ class SceneComposer:
         for _ in range(int(rng.integers(p.objects_per_image[0], p.objects_per_image[1] + 1))):
             self._paste_object(rng, self.pools[split], image, mask)
         if p.focus_blur[1] > 0:
-            image = _defocus(image, rng.uniform(*p.focus_blur))
-        image = image * _illumination_gradient(rng, size, p.illumination)[..., None]
+            image = defocus(image, rng.uniform(*p.focus_blur))
+        image = image * illumination_gradient(rng, size, p.illumination)[..., None]
         image = image + rng.normal(0.0, rng.uniform(*p.noise_std), size=image.shape)
         return (np.clip(image, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8), mask
 
@@ -219,20 +220,6 @@ class SceneComposer:
         a = alpha[y0 - top:y1 - top, x0 - left:x1 - left, None]
         image[y0:y1, x0:x1] = image[y0:y1, x0:x1] * (1.0 - a) + texture[y0 - top:y1 - top, x0 - left:x1 - left] * a
         mask[y0:y1, x0:x1][a[..., 0] > 0.5] = class_index + 1   # later objects occlude earlier ones
-
-
-def _defocus(image: np.ndarray, radius: float) -> np.ndarray:
-    """The scene as a camera out of focus by `radius` px would see it (through 8 bits, as a photo)."""
-    pixels = Image.fromarray((np.clip(image, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8))
-    return np.asarray(pixels.filter(ImageFilter.GaussianBlur(radius)), dtype=np.float32) / 255.0
-
-
-def _illumination_gradient(rng: np.random.Generator, size: int, strength: float) -> np.ndarray:
-    """A linear brightness ramp in a random direction, spanning 1 - strength/2 .. 1 + strength/2."""
-    angle = rng.uniform(0.0, 2.0 * np.pi)
-    coords = (np.arange(size, dtype=np.float32) + 0.5) / size - 0.5
-    ramp = np.cos(angle) * coords[None, :] + np.sin(angle) * coords[:, None]
-    return 1.0 + rng.uniform(0.0, strength) * ramp / max(np.abs(ramp).max(), 1e-6) / 2.0
 
 
 # ---------------------------------------------------------------------------------------------------------
