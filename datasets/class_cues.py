@@ -1,8 +1,9 @@
 """How an embedded animal's fill tells its class (datasets/animals.py, `SceneParams.class_cue`).
 
 The coat (v4 on): a two-colour pattern per class whose layout the recipe's strong view keeps (colour jitter and
-grayscale change the colours, not which pixel has which); v5 mutes its colours towards grey. v2-v3's luminance band, which the strong view's
-brightness and contrast jitter moves into another class's band, is kept for the older scenes.
+grayscale change the colours, not which pixel has which); v5 mutes its colours towards grey. v2-v3's luminance
+band, which the strong view's brightness and contrast jitter moves into another class's band, is kept for the
+older scenes.
 """
 from __future__ import annotations
 

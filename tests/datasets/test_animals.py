@@ -267,8 +267,8 @@ def _sharpness(image: np.ndarray) -> float:
 
 @pytest.mark.parametrize("focus_blur, within", [(None, True), ((0.0, 0.0), False)])
 def test_the_strong_views_blur_stays_within_the_scenes_own_focus(focus_blur, within):
-    # At 64 px the recipe's blur (sigma up to 2 px, set for 321-px crops) takes a scene sharper than any the
-    # data holds unless the scenes' own focus varies (v5's focus_blur), as photographs' does. Blurred at the
+    # At 64 px the recipe's blur (sigma up to 2 px, set for 321-px crops) makes a scene softer than any the
+    # data hold unless the scenes' own focus varies (v5's focus_blur), as photographs' does. Blurred at the
     # upper middle of the recipe's range, most scenes must stay at least as sharp as the least sharp scene.
     params = animals.VARIANTS["default"]
     if focus_blur is not None:
