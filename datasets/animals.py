@@ -1,8 +1,8 @@
 """The embedded offline dataset `animals`: composed scenes that need no download.
 
 Each image is a crop of one of scikit-image's public-domain photos (background) with two or three animal
-silhouettes from `animal-shape-mnist` pasted on top. Objects overlap (later ones occlude earlier ones), and an
-illumination gradient and noise cover the whole scene. Train and val draw silhouettes from disjoint pools, so
+silhouettes from `animal-shape-mnist` pasted on top. Objects overlap (later ones occlude earlier ones), and a
+focus blur, an illumination gradient and noise cover the whole scene (datasets/camera.py). Train and val draw silhouettes from disjoint pools, so
 val measures generalisation to unseen shapes. Every image is a pure function of (dataset seed, split name,
 index).
 
@@ -13,11 +13,12 @@ premise that a strong view keeps the label, and a coat's layout is what the reci
 jitter and grayscale change its two colours, not which pixel has which. Colour and brightness tell nothing.
 v5 takes away two cues the strong view removed, which the label-preservation check
 (`python -m benchmark.diagnostics.label_preservation`) found the v4 model leaning on:
-- saturation: coat colours keep at most half of their distance from grey (`coat_saturation`), as muted as the
-  photos', so "saturated = animal" no longer holds;
-- sharpness: the whole scene is out of focus by a radius drawn per image (`focus_blur`, 0-1.5 px), as a
-  photograph collection varies in focus. The recipe's blur (sigma up to 2 px, set for 321-px crops) then stays
-  within what the data hold instead of making every animal softer than any seen in training.
+- saturation: coat colours are moved towards grey (`coat_saturation`), as muted as the photos', so "saturated =
+  animal" no longer holds;
+- sharpness: the whole scene is out of focus by a radius drawn per image (`focus_blur`), as a photograph
+  collection varies in focus. The recipe's blur, set for 321-px crops, then leaves most scenes at its typical
+  strength within the sharpness the data hold, where before it made every animal softer than any seen in
+  training (tests/datasets/test_animals.py measures both).
 v2-v3 (`luminance`) put the class in a luminance band per class (bird dark, elephant mid-grey, giraffe bright);
 the strong view's brightness and contrast jitter (up to +-50 %) moves a fill into another class's band, so
 weak-to-strong consistency taught the model to ignore the cue its labels teach. docs/embedded-benchmark.md has
@@ -48,9 +49,9 @@ from tqdm import tqdm
 from datasets import REPO_ROOT
 from datasets.draws import (PINNED_DIGESTS_FILE, ContentDigest, DrawRecord, check_digest, draw_folder, pin_digest,
                             pin_key, verified_digest)
-from datasets.draws import label_splits as draw_label_splits
 from datasets.camera import defocus, illumination_gradient
 from datasets.class_cues import coat_fill, luminance_fill
+from datasets.draws import label_splits as draw_label_splits
 from datasets.errors import DataError
 from datasets.io import atomic_write_files, atomic_write_text
 from datasets.palette import voc_palette
@@ -90,13 +91,14 @@ class SceneParams:
     background_crop: tuple[float, float]     # background crop side / image size (larger = more, finer detail)
     background_blur: tuple[float, float]     # Gaussian blur radius range (px) of the background (depth of field)
     texture_scale: tuple[float, float]       # texture crop side / object side (1 = native texture resolution)
-    class_cue: str = "none"                  # none | luminance (v2-v3) | coat (v4): see the module docstring
+    class_cue: str = "none"                  # none | luminance (v2-v3) | coat (v4 on): see the module docstring
     luminance_bands: tuple[tuple[float, float], ...] = ((0.02, 0.22), (0.4, 0.6), (0.8, 1.0))
     luminance_tint: tuple[float, float] = (0.85, 1.15)   # per-channel gain on a luminance fill (mild colour)
     coat_patterns: tuple[str, ...] = ("stripes", "spots", "checks")   # class k's coat: COAT_PATTERNS[name]
     coat_period: tuple[float, float] = (6.0, 10.0)   # px: several periods even on the smallest animal
     coat_contrast: float = 0.3               # least luma difference of a coat's two colours (grayscale keeps it)
-    coat_saturation: float = 1.0             # a coat colour keeps a share U(0, this) of its distance from grey
+    coat_saturation: float = 1.0             # < 1: a coat colour keeps a share U(0, this) of its distance from
+                                             # its grey; 1: colours as drawn
     focus_blur: tuple[float, float] = (0.0, 0.0)   # Gaussian blur radius range (px) of the whole scene (focus)
     labeled_draw: str = "stratified"         # stratified | random: how each label split picks its images
 

@@ -20,11 +20,11 @@ LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)   # the weights of the 
 
 
 def coat_fill(rng: np.random.Generator, side: int, pattern: str, period: tuple[float, float], contrast: float,
-              saturation: float = 1.0) -> np.ndarray:
+              saturation: float) -> np.ndarray:
     """A two-colour coat (HxWx3 in [0, 1]): the class's pattern at a random orientation, period and phase, in two
-    random colours whose luma differs by at least `contrast`, each keeping a uniform share in [0, `saturation`] of
-    its distance from its grey. Its layout is what tells the class: colour jitter and grayscale change the two
-    colours but keep which pixel has which, and blur softens the edges only."""
+    random colours whose luma differs by at least `contrast`; below 1, `saturation` mutes them (each keeps a
+    uniform share in [0, saturation] of its distance from its grey). Its layout is what tells the class: colour
+    jitter and grayscale change the two colours but keep which pixel has which."""
     angle, scale = rng.uniform(0.0, np.pi), rng.uniform(*period)
     coords = np.arange(side, dtype=np.float32) + 0.5
     x, y = coords[None, :], coords[:, None]

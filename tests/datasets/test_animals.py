@@ -250,14 +250,14 @@ def test_coat_colours_keep_their_contrast_in_grayscale():
 @pytest.mark.parametrize("saturation", [0.5, 1.0])
 def test_coat_colours_are_no_more_saturated_than_allowed(saturation):
     # v5 moves coat colours towards grey (photos' colours are muted; saturated = animal was a cue that colour
-    # jitter and grayscale take away). Chroma (max - min channel) is at most 1 for any colour and scales with
-    # the share kept, so it stays within `saturation`; uniform colours (1.0) do exceed half of it.
+    # jitter and grayscale take away). Chroma (max - min channel) scales with the share kept, so it stays within
+    # `saturation`, and over 200 coats some come close to it: neither all grey nor unmuted.
     chroma = []
     for draw in range(200):
         fill = class_cues.coat_fill(np.random.default_rng([5, draw]), 8, "stripes", (4.0, 4.0), 0.3, saturation)
         colours = np.unique(fill.reshape(-1, 3), axis=0)
         chroma += list(colours.max(axis=1) - colours.min(axis=1))
-    assert max(chroma) <= saturation + 1e-6 and (max(chroma) > 0.5) == (saturation > 0.5), max(chroma)
+    assert 0.6 * saturation < max(chroma) <= saturation + 1e-6, max(chroma)
 
 
 def _sharpness(image: np.ndarray) -> float:
@@ -267,19 +267,19 @@ def _sharpness(image: np.ndarray) -> float:
 
 @pytest.mark.parametrize("focus_blur, within", [(None, True), ((0.0, 0.0), False)])
 def test_the_strong_views_blur_stays_within_the_scenes_own_focus(focus_blur, within):
-    # At 64 px the recipe's blur (sigma up to 2 px, set for 321-px crops) makes a scene softer than any the
-    # data hold unless the scenes' own focus varies (v5's focus_blur), as photographs' does. Blurred at the
-    # upper middle of the recipe's range, most scenes must stay at least as sharp as the least sharp scene.
+    # At 64 px the recipe's blur, set for 321-px crops, makes a scene softer than any the data hold unless the
+    # scenes' own focus varies (v5's focus_blur), as photographs' does. Blurred at the mean of the recipe's
+    # range, most scenes stay at least as sharp as the least sharp scene (92 %; 62 % without the focus).
     params = animals.VARIANTS["default"]
     if focus_blur is not None:
         params = dataclasses.replace(params, focus_blur=focus_blur)
     composer = animals.SceneComposer(params, 0, *silhouettes.load_silhouettes())
     scenes = [composer.compose("val", index)[0] for index in range(60)]
     least_sharp = min(_sharpness(scene) for scene in scenes)
-    sigma = float(np.mean(transforms.BLUR_SIGMA_RANGE) + np.ptp(transforms.BLUR_SIGMA_RANGE) / 4)
+    sigma = float(np.mean(transforms.BLUR_SIGMA_RANGE))
     blurred = [_sharpness(np.asarray(Image.fromarray(s).filter(ImageFilter.GaussianBlur(sigma)))) for s in scenes]
     share_beyond = float(np.mean(np.asarray(blurred) < least_sharp))
-    assert (share_beyond < 0.3) == within, share_beyond
+    assert (share_beyond < 0.2) == within, share_beyond
 
 
 def test_coat_tells_the_class_in_composed_scenes():
