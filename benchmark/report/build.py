@@ -193,9 +193,9 @@ class _Builder:
         gain_cols = [c for c in frame.columns if c.startswith("gain ")]
         gain = frame[gain_cols].T.rename(index=lambda c: label.get(c[5:], c[5:])) if gain_cols else None
         note = marks_note([r for r in runs if r.method in methods])
+        gains = ", and gain over the supervised baseline" if gain is not None and not gain.empty else ""
         self.figure(f"per_class_{ds}_{split}", f"{ds}, split {split}: per-class IoU at best-on-val, mean over "
-                    f"seeds, and gain over the supervised baseline.{note}",
-                    figures.per_class_heatmaps, iou, gain, f"{ds} {split}")
+                    f"seeds{gains}.{note}", figures.per_class_heatmaps, iou, gain, f"{ds} {split}")
 
     def curves_section(self) -> None:
         self.doc.add(Heading("5. Learning curves", 2))

@@ -97,3 +97,19 @@ def test_per_class_table_of_a_reference_split_counts_its_seeds(store):
     from benchmark.report.document import Numbering
     frame = per_class_frame(store.runs, [], "animals", "full")
     assert "over 3 seeds" in per_class_table(frame, store.runs, "animals", "full", Numbering()).caption
+
+
+def test_per_class_figure_promises_gains_only_where_it_draws_them(tmp_path):
+    # A split with only the supervised reference has no baseline to gain over: its heatmap draws IoU alone, and
+    # its caption must not announce a gain panel.
+    from benchmark.report.__main__ import main
+    for seed in range(2):
+        write_run(tmp_path / "results", "animals", "1_128", "supervised", seed, SUP[seed], num_labeled=8)
+        write_run(tmp_path / "results", "animals", "1_128", "unimatch", seed, UNI[seed], num_labeled=8)
+        _mark_reference(write_run(tmp_path / "results", "animals", "full", "supervised", seed, FULL[seed],
+                                  num_labeled=320))
+    assert main(["--results", str(tmp_path / "results"), "--out", str(tmp_path / "out")]) == 0
+    captions = {line.split("split ")[1].split(":")[0]: line for line in
+                (tmp_path / "out" / "report.md").read_text().splitlines() if "per-class IoU at best-on-val" in line}
+    assert "gain over the supervised baseline" in captions["1_128"]
+    assert "gain" not in captions["full"]
