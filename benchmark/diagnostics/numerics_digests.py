@@ -31,6 +31,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from tabulate import tabulate
 
 from benchmark.cli import run_main
 from benchmark.diagnostics.isa_check import NATIVE, run_cell
@@ -187,15 +188,12 @@ def differences(key: str, recorded: dict) -> list[str]:
 def table(settings: dict[str, dict]) -> str:
     """Digests per operation (rows) and setting (columns), each convolution with the kernels torch picked."""
     names = list(settings)
-    rows = [f"| operation | {' | '.join(names)} |", "|---|" + "---|" * len(names)]
-    for field in ("mkl_in_force", "onednn_enabled"):
-        rows.append(f"| {field} | " + " | ".join(str(settings[n][field]) for n in names) + " |")
+    rows = [[field] + [str(settings[n][field]) for n in names] for field in ("mkl_in_force", "onednn_enabled")]
     first = settings[names[0]]["ops"]
     for op in first:
-        rows.append(f"| {op} kernel | " + " | ".join(settings[n]["ops"][op].get("backend", "") for n in names) + " |")
-        for part in flatten({op: first[op]}):
-            rows.append(f"| {part} | " + " | ".join(flatten(settings[n]["ops"])[part] for n in names) + " |")
-    return "\n".join(rows)
+        rows.append([f"{op} kernel"] + [settings[n]["ops"][op].get("backend", "") for n in names])
+        rows += [[part] + [flatten(settings[n]["ops"])[part] for n in names] for part in flatten({op: first[op]})]
+    return tabulate(rows, headers=["operation", *names], tablefmt="github", disable_numparse=True)
 
 
 def pin_reference(path: Path = REFERENCE_FILE) -> dict:
