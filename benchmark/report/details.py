@@ -81,8 +81,9 @@ def per_class_table(frame: pd.DataFrame, runs: list[RunRecord], dataset: str, sp
                 bold.add((i, j))
         row += [fmt(frame.at[cls, g], signed=True) for g in gains]
         rows.append(row)
+    delta = "; Δ = gain over the supervised baseline (points)" if gains else ""
     notes = ["IoU (%) at each run's best-on-val evaluation, mean over seeds; **bold** = best reproduced method "
-             "for the class; Δ = gain over the supervised baseline (points). Per-seed std: "
+             f"for the class{delta}. Per-seed std: "
              f"tables/per_class_{slugify(dataset)}_{slugify(split)}.csv beside this report."]
     if any(paper_flag(runs, m) for m in run_methods):
         notes.append(PAPER_DESCRIPTION_NOTE)

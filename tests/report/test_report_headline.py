@@ -113,3 +113,6 @@ def test_per_class_figure_promises_gains_only_where_it_draws_them(tmp_path):
                 (tmp_path / "out" / "report.md").read_text().splitlines() if "per-class IoU at best-on-val" in line}
     assert "gain over the supervised baseline" in captions["1_128"]
     assert "gain" not in captions["full"]
+    md = (tmp_path / "out" / "report.md").read_text()
+    full_table_note = md[md.index("split full: per-class IoU (%)"):].split("Per-seed std")[0]
+    assert "Δ = gain" not in full_table_note and "Δ = gain" in md[md.index("split 1_128: per-class IoU (%)"):]
