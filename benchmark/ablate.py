@@ -55,5 +55,5 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     build_parser().parse_intermixed_args(sys.argv[1:])   # --help and bad flags answered before torch is imported
-    from benchmark.cli import run_main
+    from benchmark.errors import run_main
     run_main(lambda: main(sys.argv[1:]))

@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 from typing import Iterable
 
-from benchmark.train.config_files import ConfigError
+from benchmark.errors import ConfigError
 
 _LOADED: dict[str, str] = {}   # normalised spec -> module name in sys.modules
 

@@ -375,7 +375,7 @@ def main(argv=None) -> int:
 
 
 def run(argv=None) -> None:
-    """benchmark.cli.run_main's contract, mirrored because the data layer must not import benchmark."""
+    """benchmark.errors.run_main's contract, mirrored because the data layer must not import benchmark."""
     try:
         code = main(argv)
     except KeyboardInterrupt:

@@ -24,7 +24,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-LEAVE_OUT = ("benchmark.report", "benchmark.cli")
+LEAVE_OUT = ("benchmark.report", "benchmark.errors")
 LAYERS = {"datasets.io": 0, "benchmark.plugins": 0, "benchmark.numerics": 0, "benchmark.train.config": 0,
           "benchmark.train.config_files": 0, "benchmark.train": 1, "benchmark.grid.cells": 2, "benchmark.grid.plan": 3,
           "benchmark.grid": 4, "benchmark.grid.runner": 5, "benchmark.train.command": 5, "benchmark.ablate": 5}

@@ -15,7 +15,7 @@ import sys
 import pytest
 import torch
 
-from benchmark.cli import run_main
+from benchmark.errors import run_main
 from benchmark.grid import runner
 from datasets.io import FILE_MODE, DiskFullError, atomic_write, atomic_write_json
 from benchmark.train import command as train_cli

@@ -96,3 +96,11 @@ def test_profiles_list_methods_only_to_choose_a_subset():
         if listed is None or listed == "all":
             continue
         assert set(listed) < names, f"{path.name} lists every method: say `methods: all`"
+
+
+@pytest.mark.parametrize("base", ["benchmark.errors", "benchmark.plugins"])
+def test_what_the_subpackages_share_imports_none_of_them(base, modules):
+    # The error types with run_main, and the plugin loader, are imported by train, grid and the diagnostics: an
+    # import back into a subpackage would be an arrow pointing up.
+    subpackages = ("benchmark.train", "benchmark.grid", "benchmark.diagnostics", "benchmark.report")
+    assert not {m for m in _imports_of(base, modules) if m.startswith(subpackages)}

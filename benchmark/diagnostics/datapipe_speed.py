@@ -35,7 +35,7 @@ import torch
 from PIL import Image, ImageFilter
 from tabulate import tabulate
 
-from benchmark.cli import run_main
+from benchmark.errors import run_main
 from datasets.io import atomic_write_json
 from datasets.semi import SemiDataset
 from methods import registry

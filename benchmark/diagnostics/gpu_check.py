@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 from tabulate import tabulate
 
-from benchmark.cli import run_main
+from benchmark.errors import run_main
 from benchmark.diagnostics import steptime
 from benchmark.diagnostics.datapipe_speed import (IMAGE_SETS, generate_tree, measure, strongest_baseline_title,
                                                   workers_needed)

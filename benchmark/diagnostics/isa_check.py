@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from benchmark.cli import run_main
+from benchmark.errors import run_main
 from benchmark.numerics import ISA_ORDERS, MODES, PINNED_ISA, REPLACED_VAR, host_isa
 from datasets import REPO_ROOT
 from methods import registry

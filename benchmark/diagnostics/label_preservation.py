@@ -20,7 +20,7 @@ from pathlib import Path
 from tabulate import tabulate
 from tqdm import tqdm
 
-from benchmark.cli import run_main
+from benchmark.errors import run_main
 from benchmark.diagnostics.label_record import DIFFERENCE, RECORD_NAME, VIEWS, make_record
 from benchmark.diagnostics.trained_run import TrainedRun, load_trained_run
 from benchmark.train.data_plan import evaluate_val, val_loader

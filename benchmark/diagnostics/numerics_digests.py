@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from tabulate import tabulate
 
-from benchmark.cli import run_main
+from benchmark.errors import run_main
 from benchmark.diagnostics.isa_check import NATIVE, run_cell
 from benchmark.numerics import cpuinfo, apply, cpu_model, host_isa, mkl_branch
 from datasets import REPO_ROOT

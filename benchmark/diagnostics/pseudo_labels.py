@@ -20,7 +20,7 @@ from tabulate import tabulate
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from benchmark.cli import run_main
+from benchmark.errors import run_main
 from datasets.io import atomic_write_json
 from benchmark.diagnostics.trained_run import load_trained_run
 from benchmark.train.config import ConfigError

@@ -39,7 +39,7 @@ import torch
 from tabulate import tabulate
 from tqdm import tqdm
 
-from benchmark.cli import run_main
+from benchmark.errors import run_main
 from benchmark.diagnostics import cell_profile, flops
 from datasets.io import atomic_write_json
 from benchmark.train.config import resolve

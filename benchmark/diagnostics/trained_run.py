@@ -1,6 +1,6 @@
 """A finished (or interrupted) run folder loaded for measurement: its saved config, data plan and model with
 the checkpoint's weights. Whatever is missing or unreadable is one ConfigError or DataError naming it, which
-`benchmark.cli.run_main` prints as one `error:` line (exit status 2)."""
+`benchmark.errors.run_main` prints as one `error:` line (exit status 2)."""
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -26,7 +26,8 @@ from tqdm import tqdm
 from benchmark.grid.cells import Cell
 from benchmark.grid.plan import TRAIN_COMMAND, CellState, RunOptions, cell_request, summary_best
 from benchmark.train import forked
-from benchmark.train.runlock import EXIT_RUNNING_ELSEWHERE, LOCK_NAME, looks_held
+from benchmark.errors import EXIT_RUNNING_ELSEWHERE
+from benchmark.train.runlock import LOCK_NAME, looks_held
 from datasets import REPO_ROOT
 TAIL_LINES = 25
 

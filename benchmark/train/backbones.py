@@ -21,6 +21,7 @@ import torchvision
 from torch import nn
 from torchvision.models.resnet import Bottleneck
 
+from benchmark.errors import ModelError
 from benchmark.train.efficientnet_lite import EfficientNetLite0, imagenet_state as lite0_imagenet_state
 
 BACKBONES = ("resnet50", "resnet101", "resnet_small", "efficientnet_lite0")
@@ -29,10 +30,6 @@ RESNET_LAYERS = {"resnet50": (3, 4, 6, 3), "resnet101": (3, 4, 23, 3)}
 IMAGENET_WEIGHTS = {"resnet50": "ResNet50_Weights.IMAGENET1K_V2", "resnet101": "ResNet101_Weights.IMAGENET1K_V2"}
 SMALL_BLOCKS = (2, 2, 2, 2)
 MAX_KEYS_SHOWN = 5
-
-
-class ModelError(ValueError):
-    """Bad model setting (unknown backbone, unsupported output stride, ...)."""
 
 
 class WeightsError(ModelError):

@@ -13,13 +13,10 @@ from typing import Any
 
 import yaml
 
+from benchmark.errors import ConfigError
 from datasets.catalog import all_specs
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"   # benchmark/configs
-
-
-class ConfigError(ValueError):
-    """A malformed config file, an unknown key or a value of the wrong type."""
 
 
 def load_yaml(path: Path, what: str) -> dict[str, Any]:

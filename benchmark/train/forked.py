@@ -21,7 +21,7 @@ from __future__ import annotations
 import os
 import sys
 
-from benchmark.cli import run_main
+from benchmark.errors import run_main
 from benchmark.train.command import config_from_args, main, parse_args
 
 # What the server imports once: the trainer's whole stack, and torch._dynamo, which torchvision's ops and the

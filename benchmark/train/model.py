@@ -25,7 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from benchmark.train.backbones import SMALL_BACKBONES, ModelError, build_backbone
+from benchmark.errors import ModelError
+from benchmark.train.backbones import SMALL_BACKBONES, build_backbone
 
 OFFICIAL_HEAD_CHANNELS = 256
 OFFICIAL_REDUCED_LOW_LEVEL = 48

@@ -17,19 +17,11 @@ from typing import Iterator
 
 from filelock import SoftFileLease, Timeout
 
+from benchmark.errors import RunLockedError
+
 LOCK_NAME = ".train.lock"
 LEASE_SECONDS = 120.0        # a holder that stops refreshing (host died) is taken over after this long
 WAIT_POLL_SECONDS = 2.0
-EXIT_RUNNING_ELSEWHERE = 75  # EX_TEMPFAIL: the run is not ours to train now; the runner reports it, not a failure
-
-
-class RunLockedError(RuntimeError):
-    """Another live process is training this run folder."""
-
-    def __init__(self, run_dir: Path, holder: str):
-        super().__init__(f"{run_dir} is being trained by {holder}; not starting it twice "
-                         f"(rerun when that run has ended, or pass --wait to wait for it)")
-        self.run_dir = run_dir
 
 
 def holder_of(lock_file: Path) -> str:

@@ -14,6 +14,7 @@ import torch
 from tqdm import tqdm
 
 from datasets.io import append_jsonl, atomic_write, atomic_write_json, read_jsonl, rewrite_jsonl
+from benchmark.errors import NonFiniteLossError
 from benchmark.numerics import apply as apply_numerics, label as numerics_label
 from benchmark.train import runlock, summary
 from benchmark.train.config import Config, ConfigError, save_yaml
@@ -35,10 +36,6 @@ METRICS_FILE = "metrics.jsonl"
 TRAIN_LOG_FILE = "train_log.jsonl"
 # What --fresh discards (config.yaml is written again by every session).
 RUN_FILES = (CHECKPOINT, SUMMARY_FILE, METRICS_FILE, TRAIN_LOG_FILE, QUALITATIVE_FILE)
-
-
-class NonFiniteLossError(RuntimeError):
-    """A loss term became NaN or infinite."""
 
 
 def seed_everything(seed: int) -> None:
@@ -170,7 +167,7 @@ class Trainer:
     # --- the loop ---------------------------------------------------------------------------------------
     def fit(self, fresh: bool = False, wait: bool = False) -> dict[str, Any]:
         """Train (or resume, or return the finished summary). One process per run folder: another live one
-        training it raises runlock.RunLockedError, or with `wait` is waited for."""
+        training it raises RunLockedError (benchmark/errors.py), or with `wait` is waited for."""
         if not self.dist.is_main:
             return self._fit(fresh)
         finished = None if fresh else self._finished_summary()

@@ -13,7 +13,7 @@ import torch
 import yaml
 from PIL import Image
 
-from benchmark.cli import run_main
+from benchmark.errors import run_main
 from benchmark.diagnostics import label_preservation
 from benchmark.diagnostics.label_record import RECORD_NAME, make_record
 from benchmark.grid import runner

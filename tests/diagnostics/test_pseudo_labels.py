@@ -40,7 +40,7 @@ def test_cli_measures_a_run_and_writes_its_report(tmp_path, capsys):
 
 
 def test_cli_without_checkpoint_is_one_clear_error(tmp_path):
-    from benchmark.cli import run_main
+    from benchmark.errors import run_main
     (tmp_path / "config.yaml").write_text("method: {name: supervised}\n")
     with pytest.raises(SystemExit) as exc:
         run_main(lambda: pseudo_labels.main([str(tmp_path)]))

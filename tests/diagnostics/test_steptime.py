@@ -114,14 +114,14 @@ def test_a_failing_variant_is_reported_and_the_others_still_run(monkeypatch):
 
 
 def test_unknown_method_is_one_clear_error(capsys):
-    from benchmark.cli import run_main
+    from benchmark.errors import run_main
     with pytest.raises(SystemExit) as exc:
         run_main(lambda: steptime.main(["--methods", "supervised,nope"]))
     assert exc.value.code == 2 and "unknown method 'nope'" in capsys.readouterr().err
 
 
 def test_unknown_variant_is_one_clear_error(capsys):
-    from benchmark.cli import run_main
+    from benchmark.errors import run_main
     with pytest.raises(SystemExit) as exc:
         run_main(lambda: steptime.main(["--methods", "supervised", "--variants", "fp32,fast"]))
     assert exc.value.code == 2 and "unknown variant 'fast'" in capsys.readouterr().err

@@ -12,7 +12,7 @@ from benchmark.grid import local as cells
 from benchmark.grid import cells as grid
 from benchmark.grid import variants
 from benchmark.grid import runner
-from benchmark.cli import run_main
+from benchmark.errors import run_main
 from benchmark.train.config import ConfigError
 from benchmark.grid.cells import Cell
 from methods.base import Method, MethodError

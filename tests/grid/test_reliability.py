@@ -9,7 +9,7 @@ import yaml
 
 from benchmark.grid import runner
 from benchmark.train import command as train_cli
-from benchmark.cli import run_main
+from benchmark.errors import run_main
 from benchmark.train.config import ConfigError, resolve
 from benchmark.train.trainer import Trainer
 from datasets.errors import DataError

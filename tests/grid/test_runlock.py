@@ -17,7 +17,7 @@ from benchmark.grid import local as cells
 from benchmark.train import runlock
 
 from benchmark.grid import runner
-from benchmark.cli import run_main
+from benchmark.errors import EXIT_RUNNING_ELSEWHERE, RunLockedError, run_main
 from benchmark.grid.cells import Cell
 from benchmark.grid.plan import RunOptions
 from fixtures.fake_cells import use_fake_train
@@ -30,7 +30,7 @@ NO_REFERENCES = "grid.references=[]"
 
 def test_a_held_run_folder_is_refused_and_a_released_one_is_taken(tmp_path):
     with runlock.run_lock(tmp_path / "run"):
-        with pytest.raises(runlock.RunLockedError, match=f"pid {os.getpid()}"):
+        with pytest.raises(RunLockedError, match=f"pid {os.getpid()}"):
             with runlock.run_lock(tmp_path / "run"):
                 pass
     with runlock.run_lock(tmp_path / "run"):   # released: free again
@@ -50,7 +50,7 @@ def hold_in_another_process(run_dir: Path) -> subprocess.Popen:
 
 def test_a_lock_left_by_a_killed_process_does_not_block(tmp_path):
     holder = hold_in_another_process(tmp_path / "run")
-    with pytest.raises(runlock.RunLockedError):
+    with pytest.raises(RunLockedError):
         with runlock.run_lock(tmp_path / "run"):
             pass
     holder.send_signal(signal.SIGKILL)
@@ -75,7 +75,7 @@ def test_train_refuses_a_run_that_another_process_is_training(tmp_path, capsys):
     try:
         with pytest.raises(SystemExit) as exit_info:
             run_main(lambda: train_cli.main(args))
-        assert exit_info.value.code == runlock.EXIT_RUNNING_ELSEWHERE
+        assert exit_info.value.code == EXIT_RUNNING_ELSEWHERE
         err = capsys.readouterr().err
         assert err.startswith("running elsewhere:") and f"pid {holder.pid}" in err and "Traceback" not in err
         assert sorted(p.name for p in run_dir.iterdir()) == [runlock.LOCK_NAME]   # nothing trained or written

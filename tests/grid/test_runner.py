@@ -21,7 +21,7 @@ from benchmark.grid import local as cells
 from benchmark.grid import cells as grid
 from benchmark.grid import variants
 from benchmark.grid import runner
-from benchmark.cli import run_main
+from benchmark.errors import run_main
 from benchmark.grid.cells import Cell
 from benchmark.grid.local import CellResult
 from benchmark.grid.plan import RunOptions, cell_state

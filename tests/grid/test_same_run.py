@@ -9,7 +9,7 @@ import torch
 
 from benchmark.grid import runner
 from benchmark.grid.plan import RunOptions
-from benchmark.cli import run_main
+from benchmark.errors import run_main
 from benchmark.train.config import resolve
 from benchmark.grid.cells import Cell
 from fixtures.fake_cells import use_fake_train

@@ -8,7 +8,7 @@ import pytest
 import torch
 import yaml
 
-from benchmark.cli import run_main
+from benchmark.errors import run_main
 from benchmark.train import command as train_cli
 from benchmark.train.config import resolve
 from benchmark.train.trainer import CHECKPOINT, NonFiniteLossError, Trainer, poly_lr

@@ -1,16 +1,24 @@
-"""Entry-point plumbing: bad input becomes one `error:` line and exit status 2, never a traceback wall."""
+"""Bad input in one line: the error types a user's input raises anywhere in the suite, and the plumbing every
+entry point runs its `main` in (`run_main`), which turns them into one `error:` line and exit status 2, never a
+traceback wall.
+
+The suite's own error types live here, below every subpackage of benchmark/, so that a layer which raises one
+and the entry points which tell it import the same module and none reaches up; the data and method layers keep
+theirs (DataError, DiskFullError, MethodError), which this module imports.
+"""
 from __future__ import annotations
 
 import errno
 import sys
+from pathlib import Path
 from typing import Callable
 
-from datasets.io import DiskFullError
-from benchmark.train.config_files import ConfigError
-from benchmark.train.runlock import EXIT_RUNNING_ELSEWHERE, RunLockedError
 from datasets.errors import DataError
+from datasets.io import DiskFullError
+from methods.settings import MethodError
 
 EXIT_USER_ERROR = 2
+EXIT_RUNNING_ELSEWHERE = 75  # EX_TEMPFAIL: the run is not ours to train now; the runner reports it, not a failure
 WORKER_TRACEBACK_MARK = "Original Traceback"
 OS_ERROR_REASONS = {errno.EACCES: "permission denied", errno.EPERM: "permission denied",
                     errno.EROFS: "read-only file system", errno.ENOSPC: "the disk is full",
@@ -18,12 +26,28 @@ OS_ERROR_REASONS = {errno.EACCES: "permission denied", errno.EPERM: "permission 
                     errno.EEXIST: "it exists and is not a folder"}
 
 
-def user_errors() -> tuple[type[BaseException], ...]:
-    # Their modules import torch: only once an error is to be told, so --help stays without it.
-    from benchmark.train.model import ModelError
-    from benchmark.train.trainer import NonFiniteLossError   # torch, as above
-    from methods.base import MethodError                     # torch, as above
-    return (ConfigError, DataError, MethodError, NonFiniteLossError, DiskFullError, ModelError)
+class ConfigError(ValueError):
+    """A malformed config file, an unknown key or a value of the wrong type."""
+
+
+class ModelError(ValueError):
+    """Bad model setting (unknown backbone, unsupported output stride, ...)."""
+
+
+class NonFiniteLossError(RuntimeError):
+    """A loss term became NaN or infinite."""
+
+
+class RunLockedError(RuntimeError):
+    """Another live process is training this run folder."""
+
+    def __init__(self, run_dir: Path, holder: str):
+        super().__init__(f"{run_dir} is being trained by {holder}; not starting it twice "
+                         f"(rerun when that run has ended, or pass --wait to wait for it)")
+        self.run_dir = run_dir
+
+
+USER_ERRORS = (ConfigError, DataError, MethodError, NonFiniteLossError, DiskFullError, ModelError)
 
 
 def one_line(exc: BaseException) -> str:
@@ -55,9 +79,9 @@ def run_main(main: Callable[[], int | None]) -> None:
     except RunLockedError as exc:
         print(f"running elsewhere: {exc}", file=sys.stderr)
         sys.exit(EXIT_RUNNING_ELSEWHERE)
-    except SystemExit:   # --help, argparse's usage errors: before user_errors(), which imports torch
+    except SystemExit:   # --help, argparse's usage errors
         raise
-    except user_errors() as exc:
+    except USER_ERRORS as exc:
         print(f"error: {one_line(exc)}", file=sys.stderr)
         sys.exit(EXIT_USER_ERROR)
     except OSError as exc:
