@@ -56,6 +56,7 @@ class ModelConfig:
     dilations: tuple = (6, 12, 18)
     small_width: int = 16            # base width of resnet_small
     deep_stem: bool = False          # the official UniMatch ResNet stem (three 3x3 convs)
+    standardize_input: bool = False  # each image's channels at zero mean, unit std before the backbone (not official)
 
 
 @dataclass
@@ -168,7 +169,8 @@ class Config:
         recipe.pop("plugins")     # where the method's code lives; its name and settings are in the recipe
         # Keys added later, at their old behaviour: runs that do not set them keep their hash.
         for section, key, old in (("train", "loss_shards", 1), ("data", "epoch_order", "seeded"),
-                                  ("data", "draws", "single"), ("data", "generator_seed", 0)):
+                                  ("data", "draws", "single"), ("data", "generator_seed", 0),
+                                  ("model", "standardize_input", False)):
             if recipe[section][key] == old:
                 recipe[section].pop(key)
         blob = json.dumps(recipe, sort_keys=True, default=str).encode()

@@ -12,6 +12,9 @@ Widths: resnet50/101 use the official ones: ASPP and fuse 256 (= 2048 // 8), low
 at base width w (layer channels w/2w/4w/8w) scales the head: ASPP and fuse 4w, low-level reduction 3w (64 and 48 at
 w=16; ~1.07 M parameters in all with 21 classes).
 
+`standardize_input` (off by default; the official model has none) gives each image, channel by channel, zero
+mean and unit standard deviation before the backbone, so that its brightness and contrast tell nothing.
+
 The official backbone is the deep-stem ResNet (`deep_stem=True`); the default False lets torchvision's ImageNet
 weights load. Checked locally against a transcription of the official module: identical state-dict keys and
 shapes, and bit-identical outputs (train and eval mode, need_fp under the same seed) for deep-stem resnet50/101.
@@ -31,7 +34,8 @@ from benchmark.train.backbones import SMALL_BACKBONES, build_backbone
 OFFICIAL_HEAD_CHANNELS = 256
 OFFICIAL_REDUCED_LOW_LEVEL = 48
 FP_DROPOUT = 0.5  # UniMatch feature perturbation: channel dropout on layer1 and layer4 features
-MODEL_KEYS = ("backbone", "weights", "output_stride", "dilations", "small_width", "deep_stem")
+MODEL_KEYS = ("backbone", "weights", "output_stride", "dilations", "small_width", "deep_stem", "standardize_input")
+STANDARDIZE_EPS = 1e-3   # a flat image stays finite
 
 
 def small_head_widths(width: int) -> tuple[int, int]:
@@ -82,7 +86,8 @@ class DeepLabV3Plus(nn.Module):
     """DeepLabV3+ with UniMatch's `forward(x, need_fp)` hook. See the module docstring for the structure."""
 
     def __init__(self, num_classes: int, backbone: str = "resnet50", weights="none", output_stride: int = 16,
-                 dilations=(6, 12, 18), small_width: int = 16, deep_stem: bool = False):
+                 dilations=(6, 12, 18), small_width: int = 16, deep_stem: bool = False,
+                 standardize_input: bool = False):
         super().__init__()
         if int(num_classes) < 1:
             raise ModelError(f"num_classes must be >= 1, got {num_classes!r}")
@@ -91,6 +96,7 @@ class DeepLabV3Plus(nn.Module):
             raise ModelError(f"dilations must be three positive integers, got {dilations!r}")
         self.num_classes = int(num_classes)
         self.backbone_name = backbone
+        self.standardize_input = bool(standardize_input)
         self.backbone = build_backbone(backbone, weights=weights, output_stride=output_stride,
                                        deep_stem=deep_stem, small_width=small_width)
         self.low_level_channels = self.backbone.low_level_channels
@@ -112,7 +118,7 @@ class DeepLabV3Plus(nn.Module):
 
     def encode(self, x):
         """Backbone features (c1 = layer1 at 1/4 resolution, c4 = layer4 at 1/output_stride)."""
-        return self.backbone(x)
+        return self.backbone(standardized(x) if self.standardize_input else x)
 
     def decode(self, c1, c4, out_size=None, return_features: bool = False):
         """Logits at `out_size` (None: at c1's 1/4 resolution); with `return_features`, also the fused
@@ -145,6 +151,12 @@ class DeepLabV3Plus(nn.Module):
     def head_parameters(self):
         """All other parameters (ASPP, reduce, fuse, classifier): the lr * lr_multi group."""
         return [p for name, p in self.named_parameters() if not name.startswith("backbone.")]
+
+
+def standardized(x: torch.Tensor) -> torch.Tensor:
+    """Each image's channels at zero mean and unit standard deviation: a view that scales a channel and shifts it
+    (ColorJitter's brightness and contrast, a white balance) gives the same input."""
+    return (x - x.mean(dim=(2, 3), keepdim=True)) / (x.std(dim=(2, 3), keepdim=True) + STANDARDIZE_EPS)
 
 
 def _as_dict(model_cfg) -> dict:

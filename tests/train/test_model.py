@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from benchmark.train.backbones import SmallResNet, WeightsError, build_backbone
+from benchmark.train.config import resolve
 from benchmark.train.model import DeepLabV3Plus, ModelError, build_model, count_parameters
 
 SIZE = 33  # odd on purpose: bilinear align_corners upsampling must still return the input size
@@ -199,3 +200,28 @@ def test_efficientnet_lite0_takes_the_packaged_imagenet_weights_by_key():
 def test_efficientnet_lite0_has_output_stride_16_only():
     with pytest.raises(ModelError, match="output stride 16 only"):
         build_model(backbone="efficientnet_lite0", output_stride=8, num_classes=4)
+
+
+def test_standardized_input_makes_a_channel_scale_and_shift_tell_nothing():
+    # The embedded profile's model (model.standardize_input): ColorJitter's brightness and contrast, and a white
+    # balance, scale and shift each channel; standardised per image and channel, the input stays the same.
+    torch.manual_seed(0)
+    settings = {"backbone": "resnet_small", "small_width": 8}
+    model = build_model({**settings, "standardize_input": True}, num_classes=3).eval()
+    plain = build_model(settings, num_classes=3).eval()
+    plain.load_state_dict(model.state_dict())
+    x = torch.rand(2, 3, 32, 32)
+    view = x * torch.tensor([0.5, 1.4, 0.8]).view(1, 3, 1, 1) + torch.tensor([0.2, -0.3, 0.1]).view(1, 3, 1, 1)
+    with torch.no_grad():
+        moved = (model(view) - model(x)).abs().max().item()
+        moved_plain = (plain(view) - plain(x)).abs().max().item()
+    assert moved < 0.1 * moved_plain, (moved, moved_plain)   # 0.02 here: the eps keeps a trace
+
+
+def test_standardize_input_changes_the_recipe_hash_only_when_set():
+    # Added at the old behaviour (off), the key leaves the recipe hash of every earlier run unchanged.
+    default = resolve(profile="default", method="supervised")
+    assert default.model.standardize_input is False
+    assert default.hash() == resolve(profile="default", method="supervised",
+                                     overrides=["model.standardize_input=false"]).hash() != resolve(
+        profile="default", method="supervised", overrides=["model.standardize_input=true"]).hash()
