@@ -171,8 +171,8 @@ class Config:
         for section, key, old in (("train", "loss_shards", 1), ("data", "epoch_order", "seeded"),
                                   ("data", "draws", "single"), ("data", "generator_seed", 0),
                                   ("model", "standardize_input", False)):
-            if recipe[section][key] == old:
-                recipe[section].pop(key)
+            if recipe[section].get(key, old) == old:
+                recipe[section].pop(key, None)
         blob = json.dumps(recipe, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:12]
 
