@@ -2,9 +2,9 @@
 
 Each image is a crop of one of scikit-image's public-domain photos (background) with two or three animal
 silhouettes from `animal-shape-mnist` pasted on top. Objects overlap (later ones occlude earlier ones), and a
-focus blur, an illumination gradient and noise cover the whole scene (datasets/camera.py). Train and val draw silhouettes from disjoint pools, so
-val measures generalisation to unseen shapes. Every image is a pure function of (dataset seed, split name,
-index).
+focus blur, an illumination gradient and noise cover the whole scene (datasets/camera.py). Train and val draw
+silhouettes from disjoint pools, so val measures generalisation to unseen shapes. Every image is a pure function
+of (dataset seed, split name, index).
 
 Class cue (`SceneParams.class_cue`, v4 on: `coat`; drawn by datasets/class_cues.py). Besides its silhouette,
 an animal tells its class by its coat: bird stripes, elephant spots, giraffe checks, at a random orientation,

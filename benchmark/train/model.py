@@ -156,6 +156,7 @@ class DeepLabV3Plus(nn.Module):
 def standardized(x: torch.Tensor) -> torch.Tensor:
     """Each image's channels at zero mean and unit standard deviation: a view that scales a channel and shifts it
     (ColorJitter's brightness and contrast, a white balance) gives the same input."""
+    # Not torch.std_mean: its float order differs, and the figures in docs/embedded-benchmark.md came from this one.
     return (x - x.mean(dim=(2, 3), keepdim=True)) / (x.std(dim=(2, 3), keepdim=True) + STANDARDIZE_EPS)
 
 
