@@ -41,7 +41,7 @@ IMAGE_SOURCES = ("labeled", "unlabeled", "both")
 
 @dataclass
 class S4MIMParams(UniMatchParams):
-    patch_size: int = 8              # mask patch side in pixels (64×64 crops: an 8×8 grid)
+    patch_size: int = 8              # mask patch side in pixels (the embedded 72×72 crops: a 9×9 grid)
     mask_ratio: float = 0.5          # share of a class's patches (plain MIM: of all patches) that is masked
     classes_per_image: int = 1       # class-wise inputs per image (cost: one extra forward per input)
     mim_images: str = "both"         # which images are masked: labeled, unlabeled or both

@@ -267,7 +267,7 @@ def _sharpness(image: np.ndarray) -> float:
 
 @pytest.mark.parametrize("focus_blur, within", [(None, True), ((0.0, 0.0), False)])
 def test_the_strong_views_blur_stays_within_the_scenes_own_focus(focus_blur, within):
-    # At 64 px the recipe's blur, set for 321-px crops, makes a scene softer than any the data hold unless the
+    # At 72 px the recipe's blur, set for 321-px crops, makes a scene softer than any the data hold unless the
     # scenes' own focus varies (v5's focus_blur), as photographs' does. Blurred at the mean of the recipe's
     # range, most scenes stay at least as sharp as the least sharp scene (92 %; 62 % without the focus).
     params = animals.VARIANTS["default"]
