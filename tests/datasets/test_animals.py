@@ -282,6 +282,19 @@ def test_the_strong_views_blur_stays_within_the_scenes_own_focus(focus_blur, wit
     assert (share_beyond < 0.2) == within, share_beyond
 
 
+def test_default_and_tiny_draw_the_same_scenes_at_two_samplings():
+    # v6 is v5's scenes at 72 px: every length in px scales with the image, so the tiny variant (32 px) that the
+    # tests and smoke runs use stays the same scenes at a coarser sampling. A length changed in one variant only
+    # would make the smoke runs test other data than the benchmark's.
+    default, tiny = animals.VARIANTS["default"], animals.VARIANTS["tiny"]
+    scale = default.image_size / tiny.image_size
+    for name in ("object_size", "coat_period", "background_blur", "focus_blur"):
+        assert np.allclose(np.multiply(getattr(tiny, name), scale), getattr(default, name), atol=0.01), name
+    relative = {"image_size", "num_train", "num_val", "object_size", "coat_period", "background_blur", "focus_blur"}
+    assert {k: v for k, v in dataclasses.asdict(tiny).items() if k not in relative} == {
+        k: v for k, v in dataclasses.asdict(default).items() if k not in relative}
+
+
 def test_coat_tells_the_class_in_composed_scenes():
     # Every animal pixel of class k is filled with class k's pattern: its two colours' layout covers the share
     # of the pattern's area (spots are a minority of their coat; stripes and checks split it in half).
