@@ -122,7 +122,7 @@ VARIANTS = {
         texture_scale=(1.5, 4.0), class_cue="coat", coat_saturation=0.5, focus_blur=(0.0, 1.69),
         coat_period=(6.75, 11.25)),
 }
-# Unit tests and smoke runs: the same scenes at half the size, generated in well under a second.
+# Unit tests and smoke runs: the same scenes at 32 px (every length x 4/9), generated in well under a second.
 VARIANTS["tiny"] = SceneParams(**{**asdict(VARIANTS["default"]), "image_size": 32, "num_train": 32,
                                   "num_val": 8, "object_size": (20, 28), "background_blur": (1.0, 1.75),
                                   "coat_period": (3.0, 5.0), "focus_blur": (0.0, 0.75)})

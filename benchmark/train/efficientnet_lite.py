@@ -4,10 +4,11 @@
 Lite0 is EfficientNet-B0 without squeeze-excitation, with ReLU6 and a fixed 32-channel stem (Google's
 efficientnet-lite). The backbone keeps the stages up to output stride 16 (blocks 0-10, 112 channels) and
 returns the stride-4 features of block 2 (24 channels) as the low-level input of the decoder. The stride-32
-stages (192 and 320 channels) are left out: on the embedded 72-px images they see a 3x3 map and cost half the backbone's
-time. Module names equal the package's state dict (`_conv_stem`, `_blocks.N._depthwise_conv`, ...), so its
-weights load by key. Padding is symmetric (k // 2) where the TensorFlow original pads "same" asymmetrically on
-stride-2 convolutions: a one-pixel shift that fine-tuning absorbs.
+stages (192 and 320 channels) are left out: on the embedded 72-px images they see a 3x3 map, and on 64 px they
+cost half the backbone's time. Module names equal the package's state dict (`_conv_stem`,
+`_blocks.N._depthwise_conv`, ...), so its weights load by key. Padding is symmetric (k // 2) where the
+TensorFlow original pads "same" asymmetrically on stride-2 convolutions: a one-pixel shift that fine-tuning
+absorbs.
 """
 from __future__ import annotations
 
